@@ -1,0 +1,62 @@
+"""Amounts and time as Alipay wants them (protocol §2.1, §2.5)."""
+import datetime
+import re
+from decimal import Decimal
+
+from .errors import InvalidAmount
+
+MIN_AMOUNT = Decimal("0.01")
+MAX_AMOUNT = Decimal("100000000")
+_CENTS = Decimal("0.01")
+_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?$")
+_REPORTED = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,6})?$")
+BEIJING = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
+
+
+def parse_amount(value):
+    """A yuan amount from its string form: at most two decimals, 0.01 to 100000000.
+
+    Only strings are taken: a float has already lost the amount (§2.5).
+    """
+    if isinstance(value, Decimal):
+        value = format(value, "f")
+    if not isinstance(value, str):
+        raise InvalidAmount("an amount must be a string such as \"88.80\"")
+    if not _AMOUNT.match(value):
+        raise InvalidAmount(f"{value!r} is not a yuan amount with at most two decimals")
+    amount = Decimal(value)
+    if not MIN_AMOUNT <= amount <= MAX_AMOUNT:
+        raise InvalidAmount(f"{value} is outside 0.01 to 100000000")
+    return amount
+
+
+def parse_reported_amount(value):
+    """An amount Alipay reported; compared as a decimal, never as text (§3.4: 0.10 = 0.1)."""
+    if not isinstance(value, str) or not _REPORTED.match(value):
+        raise InvalidAmount(f"{value!r} is not an amount")
+    return Decimal(value)
+
+
+def format_amount(amount):
+    """Two decimals, the form Alipay takes and we store."""
+    return str(Decimal(amount).quantize(_CENTS))
+
+
+def beijing_timestamp(now=None):
+    """`yyyy-MM-dd HH:mm:ss` in Beijing time, whatever the host's zone (§2.1)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if now.tzinfo is None:
+        raise ValueError("a timezone-aware time is needed")
+    return now.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_beijing_time(value):
+    """Alipay's `gmt_*` (Beijing time, maybe with `.S`) as an aware datetime, or None."""
+    if not value:
+        return None
+    for layout in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"):
+        try:
+            return datetime.datetime.strptime(value, layout).replace(tzinfo=BEIJING)
+        except ValueError:
+            continue
+    return None

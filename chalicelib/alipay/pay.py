@@ -1,0 +1,124 @@
+"""Signed pay requests: page / wap (URL or form), app (order string), legacy MD5 link (§2.4, §8.1)."""
+import html
+import json
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import quote_plus
+
+from .money import beijing_timestamp, format_amount
+from .signing import md5_sign, sign_params
+
+# product -> (method, product_code), protocol §2.4
+PRODUCTS = {
+    "page": ("alipay.trade.page.pay", "FAST_INSTANT_TRADE_PAY"),
+    "wap": ("alipay.trade.wap.pay", "QUICK_WAP_WAY"),
+    "app": ("alipay.trade.app.pay", "QUICK_MSECURITY_PAY"),
+}
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    """What signs a request as the merchant's app. Key objects, never PEM text."""
+    app_id: str
+    private_key: object
+    sign_type: str = "RSA2"
+    charset: str = "utf-8"
+    app_cert_sn: Optional[str] = None          # cert mode (§6)
+    alipay_root_cert_sn: Optional[str] = None
+
+
+def biz_json(fields):
+    """biz_content as compact JSON, UTF-8 kept; built once, then signed and sent as is (§2.2)."""
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+def signed_request(credentials, method, biz_content, now=None, **extra):
+    """Every parameter of a gateway request, `sign` last. Empty values are never sent (§2.2)."""
+    params = {
+        "app_id": credentials.app_id,
+        "method": method,
+        "format": "JSON",
+        "charset": credentials.charset,
+        "sign_type": credentials.sign_type,
+        "timestamp": beijing_timestamp(now),
+        "version": "1.0",
+        "app_cert_sn": credentials.app_cert_sn,
+        "alipay_root_cert_sn": credentials.alipay_root_cert_sn,
+        "biz_content": biz_content if isinstance(biz_content, str) else biz_json(biz_content),
+        **extra,
+    }
+    params = {key: value for key, value in sorted(params.items()) if value not in (None, "")}
+    params["sign"] = sign_params(params, credentials.private_key, credentials.sign_type, credentials.charset)
+    return params
+
+
+def form_encode(params, charset="utf-8"):
+    """`k=v&...` with every value form-encoded exactly once (space -> +), in the given order."""
+    return "&".join(f"{quote_plus(key)}={quote_plus(value, encoding=charset)}" for key, value in params.items())
+
+
+def gateway_url(gateway, params, charset="utf-8"):
+    return f"{gateway}?{form_encode(params, charset)}"
+
+
+def auto_submit_form(gateway, params):
+    """An HTML form that posts every parameter to the gateway as soon as it loads."""
+    inputs = "".join(
+        f'<input type="hidden" name="{html.escape(key)}" value="{html.escape(value)}">'
+        for key, value in params.items())
+    action = html.escape(f"{gateway}?charset={params.get('charset', 'utf-8')}")
+    return (f'<form id="alipay_submit" name="alipay_submit" action="{action}" method="POST">{inputs}'
+            '<input type="submit" value="Pay with Alipay" style="display:none"></form>'
+            '<script>document.forms["alipay_submit"].submit();</script>')
+
+
+def trade_biz(product, out_trade_no, total_amount, subject, body=None, timeout_express=None,
+              passback_params=None, quit_url=None):
+    """The business fields of a page / wap / app pay request (§2.5)."""
+    fields = {
+        "out_trade_no": out_trade_no,
+        "total_amount": format_amount(total_amount),
+        "subject": subject,
+        "product_code": PRODUCTS[product][1],
+        "body": body,
+        "timeout_express": timeout_express,
+        "passback_params": passback_params,
+        "quit_url": quit_url if product == "wap" else None,
+    }
+    return {key: value for key, value in fields.items() if value not in (None, "")}
+
+
+def pay_request(credentials, product, biz, notify_url=None, return_url=None, now=None):
+    """Signed parameters of a page, wap or app pay request."""
+    method = PRODUCTS[product][0]
+    extra = {"notify_url": notify_url}
+    if product != "app":  # the app SDK has no browser to return (§2.4)
+        extra["return_url"] = return_url
+    return signed_request(credentials, method, biz, now=now, **extra)
+
+
+def app_order_string(params, charset="utf-8"):
+    """What Android `PayTask.payV2` / iOS `payOrder` take: the signed pairs form-encoded once."""
+    return form_encode(params, charset)
+
+
+def legacy_pay_params(partner, md5_key, out_trade_no, subject, total_fee, notify_url=None,
+                      return_url=None, body=None, charset="utf-8"):
+    """A create_direct_pay_by_user request for the MAPI gateway, MD5-signed (§8)."""
+    params = {
+        "service": "create_direct_pay_by_user",
+        "partner": partner,
+        "_input_charset": charset,
+        "notify_url": notify_url,
+        "return_url": return_url,
+        "out_trade_no": out_trade_no,
+        "subject": subject,
+        "payment_type": "1",
+        "total_fee": format_amount(total_fee),
+        "seller_id": partner,
+        "body": body,
+    }
+    params = {key: value for key, value in sorted(params.items()) if value not in (None, "")}
+    params["sign"] = md5_sign(params, md5_key, charset)
+    params["sign_type"] = "MD5"
+    return params
