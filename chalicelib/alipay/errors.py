@@ -28,3 +28,7 @@ class InvalidAmount(AlipayError):
 
 class GatewayError(AlipayError):
     """A gateway answer that is an error, or cannot be trusted."""
+
+
+class GatewayUnreachable(GatewayError):
+    """No answer from a gateway in time: the outcome is unknown, try again later."""

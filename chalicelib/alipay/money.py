@@ -18,8 +18,6 @@ def parse_amount(value):
 
     Only strings are taken: a float has already lost the amount (§2.5).
     """
-    if isinstance(value, Decimal):
-        value = format(value, "f")
     if not isinstance(value, str):
         raise InvalidAmount("an amount must be a string such as \"88.80\"")
     if not _AMOUNT.match(value):

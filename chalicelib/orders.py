@@ -1,0 +1,132 @@
+"""Orders and their state machine, as data. Pure: no storage, no HTTP, no Alipay parsing.
+
+Alipay's own status names (protocol §3.5, contract "State machine"):
+
+    WAIT_BUYER_PAY -> TRADE_SUCCESS -> TRADE_FINISHED
+    WAIT_BUYER_PAY -> TRADE_FINISHED | TRADE_CLOSED
+    TRADE_SUCCESS  -> TRADE_CLOSED          (full refund only)
+
+TRADE_FINISHED and TRADE_CLOSED are terminal, with one exception because Alipay's word on money
+wins over ours: an order *we* closed that Alipay reports paid moves to the paid status, with an
+anomaly `paid_after_local_close`. A notification that would move backwards, or repeats what
+was applied, changes nothing and is acknowledged.
+"""
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Optional
+
+WAIT_BUYER_PAY = "WAIT_BUYER_PAY"
+TRADE_SUCCESS = "TRADE_SUCCESS"
+TRADE_FINISHED = "TRADE_FINISHED"
+TRADE_CLOSED = "TRADE_CLOSED"
+STATUSES = (WAIT_BUYER_PAY, TRADE_SUCCESS, TRADE_FINISHED, TRADE_CLOSED)
+TERMINAL = frozenset({TRADE_FINISHED, TRADE_CLOSED})
+PAID = frozenset({TRADE_SUCCESS, TRADE_FINISHED})
+
+# (from, to) -> what must be true of the change for the edge to apply.
+EDGES = {
+    (WAIT_BUYER_PAY, TRADE_SUCCESS): "payment",
+    (WAIT_BUYER_PAY, TRADE_FINISHED): "payment",
+    (WAIT_BUYER_PAY, TRADE_CLOSED): "close",
+    (TRADE_SUCCESS, TRADE_FINISHED): "any",
+    (TRADE_SUCCESS, TRADE_CLOSED): "full_refund",
+    # Alipay reports paid what we closed ourselves (contract: paid_after_local_close).
+    (TRADE_CLOSED, TRADE_SUCCESS): "paid_after_local_close",
+    (TRADE_CLOSED, TRADE_FINISHED): "paid_after_local_close",
+}
+
+PRODUCTS = ("page", "wap", "app", "qr", "legacy")
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """What the state machine needs to know of an order."""
+    status: str
+    total_amount: Decimal
+    refunded_amount: Decimal = Decimal("0")
+    closed_locally: bool = False
+    product: str = "page"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What Alipay says about a trade, by notification or by query."""
+    trade_status: str
+    total_amount: Optional[Decimal]
+    refund_fee: Optional[Decimal] = None     # cumulative (protocol §3.2)
+    is_refund: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change to apply: a transition and/or a new refunded total, plus anomalies to record."""
+    from_status: str
+    to_status: str
+    refunded_amount: Optional[Decimal] = None
+    refund_increment: Optional[Decimal] = None
+    anomalies: tuple = field(default_factory=tuple)
+
+    @property
+    def is_transition(self):
+        return self.from_status != self.to_status
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A duplicate or stale report: acknowledge, change nothing."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A report that contradicts the order: record an anomaly, change nothing."""
+    reason: str
+
+
+def decide(order, report):
+    """What a verified report does to an order: a Change, Unchanged or Refused."""
+    if order is None:
+        return Refused("unknown_order")
+    if report.total_amount is None or report.total_amount != order.total_amount:
+        return Refused("amount_mismatch")
+    if report.trade_status not in STATUSES:
+        return Refused("unknown_trade_status")
+    if report.is_refund:
+        return _decide_refund(order, report)
+    edge = EDGES.get((order.status, report.trade_status))
+    if edge in ("payment", "close", "any"):
+        return Change(order.status, report.trade_status)
+    if edge == "paid_after_local_close" and order.closed_locally:
+        return Change(order.status, report.trade_status, anomalies=("paid_after_local_close",))
+    return Unchanged("duplicate" if order.status == report.trade_status else "stale")
+
+
+def _decide_refund(order, report):
+    """Partial refunds keep TRADE_SUCCESS; a full refund closes. refunded_amount is the largest
+    cumulative refund_fee reported, never a sum of notifications."""
+    fee = report.refund_fee
+    if fee is None or fee <= 0:
+        return Refused("refund_without_refund_fee")
+    if fee > order.total_amount:
+        return Refused("refund_exceeds_total")
+    if order.status != TRADE_SUCCESS:
+        return Unchanged("stale")
+    if fee <= order.refunded_amount and report.trade_status == TRADE_SUCCESS:
+        return Unchanged("duplicate")
+    increment = max(fee - order.refunded_amount, Decimal("0"))
+    refunded = max(fee, order.refunded_amount)
+    if report.trade_status == TRADE_CLOSED:
+        return Change(TRADE_SUCCESS, TRADE_CLOSED, refunded_amount=refunded, refund_increment=increment)
+    if report.trade_status == TRADE_SUCCESS:
+        return Change(TRADE_SUCCESS, TRADE_SUCCESS, refunded_amount=refunded, refund_increment=increment)
+    return Unchanged("stale")
+
+
+def likely_state(report, product="page"):
+    """The state an order most likely has when this report arrives, for a write without a read.
+
+    A payment most likely finds the order waiting; a finish most likely finds it paid. The write
+    is conditioned on this guess, so a wrong guess costs a read and a retry, never a wrong state.
+    """
+    status = TRADE_SUCCESS if report.trade_status == TRADE_FINISHED else WAIT_BUYER_PAY
+    return OrderState(status=status, total_amount=report.total_amount, product=product)

@@ -1,0 +1,31 @@
+"""Environment -> Settings, with the contract's defaults. Read when needed, never at import:
+the Chalice test client and `chalice local` set the stage's environment per request."""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Settings:
+    orders_table: str
+    secret_id: str
+    gateway: str
+    mapi_gateway: str
+    public_base_url: Optional[str]
+    notify_url: Optional[str]
+    return_redirect_url: Optional[str]
+    secret_ttl_seconds: int
+
+
+def load(env=None):
+    env = os.environ if env is None else env
+    return Settings(
+        orders_table=env.get("ORDERS_TABLE") or "alipay-orders",
+        secret_id=env.get("ALIPAY_SECRET_ID") or "alipay/merchant",
+        gateway=env.get("ALIPAY_GATEWAY") or "https://openapi.alipay.com/gateway.do",
+        mapi_gateway=env.get("ALIPAY_MAPI_GATEWAY") or "https://mapi.alipay.com/gateway.do",
+        public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        notify_url=env.get("NOTIFY_URL") or None,
+        return_redirect_url=env.get("RETURN_REDIRECT_URL") or None,
+        secret_ttl_seconds=int(env.get("SECRET_TTL_SECONDS") or 300),
+    )

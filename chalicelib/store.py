@@ -1,0 +1,217 @@
+"""The only module that talks to DynamoDB. One table:
+
+| item | pk | sk | notes |
+|---|---|---|---|
+| order | `ORDER#<out_trade_no>` | `ORDER` | `waiting` is set only while WAIT_BUYER_PAY and not legacy: the sparse index `waiting` (by `created_at`) finds them without a scan |
+| event | `ORDER#<out_trade_no>` | `EVENT#<dedupe key>` | append-only; the key makes a redelivery a conditional-check failure, never a second row |
+| idempotency | `IDEMPOTENCY#<actor>#<key>` | `IDEMPOTENCY` | `expires_at` is the table's TTL attribute |
+
+Correctness rests on conditions, not on reads: every write is conditional, and a change to an
+order is one transaction whose conditions are the state it was decided from. If another writer
+got there first the condition fails, the caller re-reads and decides again.
+"""
+from decimal import Decimal
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import Unavailable
+
+ORDER_SK = "ORDER"
+IDEMPOTENCY_SK = "IDEMPOTENCY"
+WAITING_INDEX = "waiting"
+TTL_ATTRIBUTE = "expires_at"
+# Client-side errors that mean "we asked for something impossible", not "AWS is down".
+_CONDITION_CODES = {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def _dump(item):
+    return {key: _serializer.serialize(value) for key, value in item.items() if value is not None}
+
+
+def _load(item):
+    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+
+
+def order_key(out_trade_no):
+    return {"pk": {"S": f"ORDER#{out_trade_no}"}, "sk": {"S": ORDER_SK}}
+
+
+class ConditionFailed(Exception):
+    """A conditional write lost: the item exists, or is not in the state the write assumed."""
+
+
+class OrderStore:
+    def __init__(self, client, table):
+        self._client = client
+        self.table = table
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def get_order(self, out_trade_no):
+        item = self._call("get_item", TableName=self.table, Key=order_key(out_trade_no),
+                          ConsistentRead=True).get("Item")
+        return _public(_load(item)) if item else None
+
+    def get_order_and_events(self, out_trade_no):
+        """One query returns the order and its events (they share the partition)."""
+        items, start = [], None
+        while True:
+            kwargs = {"ExclusiveStartKey": start} if start else {}
+            page = self._call("query", TableName=self.table, ConsistentRead=True,
+                              KeyConditionExpression="pk = :pk",
+                              ExpressionAttributeValues={":pk": {"S": f"ORDER#{out_trade_no}"}}, **kwargs)
+            items.extend(_load(item) for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        order = next((_public(item) for item in items if item["sk"] == ORDER_SK), None)
+        events = [item["event"] for item in items if item["sk"].startswith("EVENT#")]
+        return order, events
+
+    def get_idempotency(self, actor, key, now_epoch):
+        """The live idempotency record of (actor, key), or None; expired ones count as absent."""
+        item = self._call("get_item", TableName=self.table, ConsistentRead=True,
+                          Key={"pk": {"S": f"IDEMPOTENCY#{actor}#{key}"}, "sk": {"S": IDEMPOTENCY_SK}}).get("Item")
+        record = _load(item) if item else None
+        return record if record and record[TTL_ATTRIBUTE] >= now_epoch else None
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def create_order(self, order, idempotency=None, now_epoch=None):
+        """Store a new order: one conditional put, or one transaction with the idempotency record.
+
+        Raises ConditionFailed when the order (or the idempotency key) already exists.
+        """
+        item = _order_item(order)
+        if idempotency is None:
+            self._call("put_item", TableName=self.table, Item=item,
+                       ConditionExpression="attribute_not_exists(pk)")
+            return
+        actor, key, request_hash, expires_at = idempotency
+        record = _dump({"pk": f"IDEMPOTENCY#{actor}#{key}", "sk": IDEMPOTENCY_SK,
+                        "out_trade_no": order["out_trade_no"], "request_hash": request_hash,
+                        TTL_ATTRIBUTE: expires_at})
+        # An expired record may still be there: TTL deletes late (and moto never does).
+        self._call("transact_write_items", TransactItems=[
+            {"Put": {"TableName": self.table, "Item": record,
+                     "ConditionExpression": f"attribute_not_exists(pk) OR {TTL_ATTRIBUTE} < :now",
+                     "ExpressionAttributeValues": {":now": {"N": str(now_epoch)}}}},
+            {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+        ])
+
+    def apply_change(self, out_trade_no, expected, updates, events, leaves_waiting):
+        """One transaction: the order's update, conditioned on `expected`, and its new events.
+
+        `expected`: status, total_amount, refunded_amount and whether the order is legacy, as the
+        change was decided from. Each event is put only if its key is new. Raises ConditionFailed
+        when any condition fails; nothing is written then.
+        """
+        names = {"#status": "status"}
+        values = {":from": expected.status, ":total": expected.total_amount,
+                  ":refunded": expected.refunded_amount, ":legacy": "legacy"}
+        condition = ("#status = :from AND total_amount = :total AND refunded_amount = :refunded AND "
+                     + ("product = :legacy" if expected.product == "legacy" else "product <> :legacy"))
+        sets = []
+        for index, (name, value) in enumerate(sorted(updates.items())):
+            names[f"#u{index}"] = name
+            values[f":u{index}"] = value
+            sets.append(f"#u{index} = :u{index}")
+        expression = "SET " + ", ".join(sets) + (" REMOVE waiting" if leaves_waiting else "")
+        items = [{"Update": {
+            "TableName": self.table, "Key": order_key(out_trade_no), "UpdateExpression": expression,
+            "ConditionExpression": condition, "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _dump(values)}}]
+        for key, event in events:
+            items.append({"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
+                                  "Item": _dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}",
+                                                 "event": event})}})
+        self._call("transact_write_items", TransactItems=items)
+
+    def add_event(self, out_trade_no, key, event):
+        """Append one event unless its key exists; False for a repeat. The order must exist."""
+        try:
+            self._call("put_item", TableName=self.table,
+                       Item=_dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}", "event": event}),
+                       ConditionExpression="attribute_not_exists(pk)")
+            return True
+        except ConditionFailed:
+            return False
+
+    # ---- the one place AWS errors are classified -----------------------------------------
+
+    def _call(self, operation, **kwargs):
+        try:
+            return getattr(self._client, operation)(**kwargs)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in _CONDITION_CODES:
+                raise ConditionFailed(code) from None
+            raise Unavailable(f"DynamoDB {operation}: {code}") from None
+        except BotoCoreError as error:
+            raise Unavailable(f"DynamoDB {operation}: {type(error).__name__}") from None
+
+
+def _order_item(order):
+    item = dict(order, pk=f"ORDER#{order['out_trade_no']}", sk=ORDER_SK)
+    if order["status"] == "WAIT_BUYER_PAY" and order["product"] != "legacy":
+        item["waiting"] = "WAIT"
+    return _dump(item)
+
+
+def _public(item):
+    """The stored order without its keys; DynamoDB numbers come back as Decimal."""
+    return {key: value for key, value in item.items() if key not in ("pk", "sk", "waiting")}
+
+
+def table_definition(table):
+    """What `manage.py create-table` creates: keys, the sparse waiting index, on-demand billing."""
+    return {
+        "TableName": table,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": name, "AttributeType": "S"}
+                                 for name in ("pk", "sk", "waiting", "created_at")],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "GlobalSecondaryIndexes": [waiting_index()],
+    }
+
+
+def waiting_index():
+    return {"IndexName": WAITING_INDEX,
+            "KeySchema": [{"AttributeName": "waiting", "KeyType": "HASH"},
+                          {"AttributeName": "created_at", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"}}
+
+
+def ensure_table(client, table):
+    """Create the table, or add what an older one lacks (index, TTL). Idempotent; says what it did."""
+    done = []
+    try:
+        description = client.describe_table(TableName=table)["Table"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+        client.create_table(**table_definition(table))
+        client.get_waiter("table_exists").wait(TableName=table)
+        description = client.describe_table(TableName=table)["Table"]
+        done.append("created table")
+    indexes = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+    if WAITING_INDEX not in indexes:
+        client.update_table(
+            TableName=table,
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in ("waiting", "created_at")],
+            GlobalSecondaryIndexUpdates=[{"Create": waiting_index()}])
+        done.append("added index waiting")
+    ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+        client.update_time_to_live(TableName=table,
+                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+        done.append(f"enabled TTL on {TTL_ATTRIBUTE}")
+    return done or ["table is up to date"]
+
+
+def as_decimal(value):
+    return value if isinstance(value, Decimal) else Decimal(str(value))
