@@ -1,0 +1,96 @@
+"""The state machine, edge by edge (contract "State machine"; protocol §3.5, §3.6)."""
+from decimal import Decimal
+
+import pytest
+
+from chalicelib import orders
+from chalicelib.orders import (TRADE_CLOSED, TRADE_FINISHED, TRADE_SUCCESS, WAIT_BUYER_PAY, Change, OrderState,
+                               Refused, Report, Unchanged, decide)
+
+TOTAL = Decimal("88.80")
+
+
+def state(status, refunded="0", closed_locally=False):
+    return OrderState(status=status, total_amount=TOTAL, refunded_amount=Decimal(refunded), closed_locally=closed_locally)
+
+
+def report(status, amount="88.8", refund_fee=None):
+    return Report(status, Decimal(amount), Decimal(refund_fee) if refund_fee else None, refund_fee is not None)
+
+
+@pytest.mark.parametrize("start,to", [(WAIT_BUYER_PAY, TRADE_SUCCESS), (WAIT_BUYER_PAY, TRADE_FINISHED),
+                                      (WAIT_BUYER_PAY, TRADE_CLOSED), (TRADE_SUCCESS, TRADE_FINISHED)])
+def test_forward_edges_apply(start, to):
+    assert decide(state(start), report(to)) == Change(start, to)
+
+
+@pytest.mark.parametrize("start,to", [(TRADE_SUCCESS, WAIT_BUYER_PAY), (TRADE_FINISHED, TRADE_SUCCESS),
+                                      (TRADE_FINISHED, TRADE_CLOSED), (TRADE_CLOSED, TRADE_SUCCESS),
+                                      (TRADE_CLOSED, TRADE_FINISHED), (TRADE_FINISHED, WAIT_BUYER_PAY),
+                                      (TRADE_CLOSED, WAIT_BUYER_PAY)])
+def test_backward_or_out_of_terminal_is_stale(start, to):
+    assert decide(state(start), report(to)) == Unchanged("stale")
+
+
+@pytest.mark.parametrize("status", orders.STATUSES)
+def test_repeat_is_a_duplicate(status):
+    assert decide(state(status), report(status)) == Unchanged("duplicate")
+
+
+def test_paid_status_without_refund_does_not_close_a_paid_order():
+    assert decide(state(TRADE_SUCCESS), report(TRADE_CLOSED)) == Unchanged("stale")
+
+
+@pytest.mark.parametrize("to", [TRADE_SUCCESS, TRADE_FINISHED])
+def test_paid_after_local_close_reopens_with_an_anomaly(to):
+    assert decide(state(TRADE_CLOSED, closed_locally=True), report(to)) == \
+        Change(TRADE_CLOSED, to, anomalies=("paid_after_local_close",))
+
+
+def test_amount_compared_as_decimal_and_mismatch_refused():
+    assert isinstance(decide(state(WAIT_BUYER_PAY), report(TRADE_SUCCESS, "88.800")), Change)
+    assert decide(state(WAIT_BUYER_PAY), report(TRADE_SUCCESS, "88.81")) == Refused("amount_mismatch")
+    assert decide(None, report(TRADE_SUCCESS)) == Refused("unknown_order")
+
+
+def test_partial_refund_keeps_success_and_takes_the_cumulative_fee():
+    first = decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="10.00"))
+    assert first == Change(TRADE_SUCCESS, TRADE_SUCCESS, refunded_amount=Decimal("10.00"),
+                           refund_increment=Decimal("10.00"))
+    second = decide(state(TRADE_SUCCESS, refunded="10.00"), report(TRADE_SUCCESS, refund_fee="25.00"))
+    assert second.refunded_amount == Decimal("25.00") and second.refund_increment == Decimal("15.00")
+
+
+def test_refund_notifications_are_never_summed():
+    # The same cumulative fee again, or an older smaller one arriving late: nothing changes.
+    assert decide(state(TRADE_SUCCESS, refunded="25.00"), report(TRADE_SUCCESS, refund_fee="25.00")) == \
+        Unchanged("duplicate")
+    assert decide(state(TRADE_SUCCESS, refunded="25.00"), report(TRADE_SUCCESS, refund_fee="10.00")) == \
+        Unchanged("duplicate")
+
+
+def test_full_refund_closes_and_is_not_a_timeout_close():
+    change = decide(state(TRADE_SUCCESS, refunded="10.00"), report(TRADE_CLOSED, refund_fee="88.80"))
+    assert change == Change(TRADE_SUCCESS, TRADE_CLOSED, refunded_amount=Decimal("88.80"),
+                            refund_increment=Decimal("78.80"))
+
+
+def test_refund_beyond_the_total_or_on_an_unpaid_order():
+    assert decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="88.81")) == Refused("refund_exceeds_total")
+    assert decide(state(WAIT_BUYER_PAY), report(TRADE_SUCCESS, refund_fee="1.00")) == Unchanged("stale")
+
+
+def test_a_refund_is_never_taken_for_a_second_payment():
+    change = decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="1.00"))
+    assert change.to_status == TRADE_SUCCESS and not change.is_transition
+
+
+def test_likely_state_guesses_the_common_predecessor():
+    assert orders.likely_state(report(TRADE_SUCCESS)).status == WAIT_BUYER_PAY
+    assert orders.likely_state(report(TRADE_FINISHED)).status == TRADE_SUCCESS
+    assert orders.likely_state(report(TRADE_CLOSED)).status == WAIT_BUYER_PAY
+
+
+def test_every_edge_is_exercised_above():
+    kinds = set(orders.EDGES.values())
+    assert kinds == {"payment", "close", "any", "full_refund", "paid_after_local_close"}
