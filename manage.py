@@ -1,0 +1,111 @@
+"""Admin commands: create-table, put-secret, keygen, token, check.
+
+They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
+AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
+"""
+import argparse
+import hashlib
+import json
+import pathlib
+import secrets
+import sys
+
+from chalicelib import settings
+
+
+def _client(name):
+    import boto3
+    return boto3.client(name)
+
+
+def create_table(args):
+    from chalicelib import store
+    table = settings.load().orders_table
+    for line in store.ensure_table(_client("dynamodb"), table):
+        print(f"{table}: {line}")
+    return 0
+
+
+def put_secret(args):
+    from chalicelib.merchant import MerchantConfigError, parse_secret
+    text = pathlib.Path(args.file).read_text(encoding="utf-8")
+    try:
+        parse_secret(text)
+    except MerchantConfigError as error:
+        for reason in error.reasons:
+            print(f"invalid secret: {reason}", file=sys.stderr)
+        return 1
+    client = _client("secretsmanager")
+    secret_id = settings.load().secret_id
+    try:
+        client.put_secret_value(SecretId=secret_id, SecretString=text)
+        print(f"updated secret {secret_id}")
+    except client.exceptions.ResourceNotFoundException:
+        client.create_secret(Name=secret_id, SecretString=text)
+        print(f"created secret {secret_id}")
+    return 0
+
+
+def keygen(args):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from chalicelib.alipay import keys
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_path = out / "app_private_key.pem"
+    private_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    private_path.chmod(0o600)
+    public = keys.spki_base64(key)
+    (out / "app_public_key.txt").write_text(public + "\n")
+    print(public)
+    return 0
+
+
+def token(args):
+    value = secrets.token_urlsafe(32)
+    print(json.dumps({"token": value, "sha256": hashlib.sha256(value.encode()).hexdigest()}))
+    return 0
+
+
+def check(args):
+    from chalicelib.merchant import MerchantConfigError, parse_secret
+    secret_id = settings.load().secret_id
+    try:
+        text = _client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    except Exception as error:  # report any failure to fetch as a reason, not a traceback
+        print(f"cannot read secret {secret_id}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    try:
+        config = parse_secret(text)
+    except MerchantConfigError as error:
+        for reason in error.reasons:
+            print(f"problem: {reason}", file=sys.stderr)
+        return 1
+    mode = "cert mode" if config.alipay_cert_sn else "public key mode"
+    print(f"secret {secret_id}: app {config.app_id}, {config.sign_type}, {mode}, "
+          f"{len(config.alipay_keys)} Alipay key(s), {len(config.api_token_hashes)} API token(s), "
+          f"legacy {'on' if config.legacy_enabled else 'off'}: all well")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("create-table", help="create ORDERS_TABLE, or add what it lacks").set_defaults(run=create_table)
+    put = commands.add_parser("put-secret", help="validate a secret file and write it to ALIPAY_SECRET_ID")
+    put.add_argument("--file", required=True)
+    put.set_defaults(run=put_secret)
+    gen = commands.add_parser("keygen", help="a new RSA-2048 app key pair")
+    gen.add_argument("--out", default=".")
+    gen.set_defaults(run=keygen)
+    commands.add_parser("token", help="a new merchant API token and its hash").set_defaults(run=token)
+    commands.add_parser("check", help="load the secret and check it").set_defaults(run=check)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
