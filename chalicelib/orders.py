@@ -46,6 +46,7 @@ class OrderState:
     refunded_amount: Decimal = Decimal("0")
     closed_locally: bool = False
     product: str = "page"
+    version: int = 0          # changes applied so far; orders events that share a timestamp
 
 
 @dataclass(frozen=True)
@@ -128,5 +129,6 @@ def likely_state(report, product="page"):
     A payment most likely finds the order waiting; a finish most likely finds it paid. The write
     is conditioned on this guess, so a wrong guess costs a read and a retry, never a wrong state.
     """
-    status = TRADE_SUCCESS if report.trade_status == TRADE_FINISHED else WAIT_BUYER_PAY
-    return OrderState(status=status, total_amount=report.total_amount, product=product)
+    if report.trade_status == TRADE_FINISHED:
+        return OrderState(status=TRADE_SUCCESS, total_amount=report.total_amount, product=product, version=1)
+    return OrderState(status=WAIT_BUYER_PAY, total_amount=report.total_amount, product=product, version=0)

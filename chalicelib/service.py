@@ -111,6 +111,7 @@ class OrderService:
             "timeout_express": request["timeout_express"], "body": request.get("body"),
             "passback_params": request.get("passback_params"), "quit_url": request.get("quit_url"),
             "created_at": iso(now), "updated_at": iso(now), "actor": actor, "request_hash": request_hash,
+            "version": 0,
         }
         idempotency = (actor, idempotency_key, request_hash, epoch + IDEMPOTENCY_TTL_SECONDS) if idempotency_key else None
         try:
@@ -169,8 +170,10 @@ class OrderService:
         order, events = self.store.get_order_and_events(_checked_out_trade_no(out_trade_no))
         if order is None:
             raise NotFound(f"no order {out_trade_no}")
-        created = {"at": order["created_at"], "source": "api", "type": "created", "actor": order.get("actor")}
-        return sorted([created] + [_plain(event) for event in events], key=lambda e: e["at"])
+        created = {"at": order["created_at"], "source": "api", "type": "created", "actor": order.get("actor"), "seq": 0}
+        # seq is the order's version when the event happened: timestamps of racing writers may tie.
+        trail = sorted([created] + events, key=lambda e: (int(e.get("seq", 0)), e["at"]))
+        return [_plain(event) for event in trail]
 
     # ---- notifications -----------------------------------------------------------------
 
@@ -224,9 +227,9 @@ class OrderService:
         expected_app = merchant.partner if legacy else merchant.app_id
         claimed_app = note.fields.get("seller_id") if legacy else note.app_id
         if claimed_app != expected_app:
-            return self._refuse(note, "app_id_mismatch")
+            return self._refuse(note, "app_id_mismatch", self._read_state(note.out_trade_no))
         if merchant.seller_id and not legacy and note.seller_id != merchant.seller_id:
-            return self._refuse(note, "seller_mismatch")
+            return self._refuse(note, "seller_mismatch", self._read_state(note.out_trade_no))
         report = orders.Report(note.trade_status, note.total_amount, note.refund_fee, note.is_refund)
         if order is not None:
             state, guessed = order_state(order), False
@@ -242,7 +245,7 @@ class OrderService:
                 state, guessed = self._read_state(note.out_trade_no), False
                 continue
             if isinstance(decision, orders.Refused):
-                return self._refuse(note, decision.reason, known=state is not None)
+                return self._refuse(note, decision.reason, state)
             if isinstance(decision, orders.Unchanged):
                 return self._answer(200, decision.reason, out_trade_no=note.out_trade_no)
             try:
@@ -286,14 +289,14 @@ class OrderService:
         self.store.apply_change(note.out_trade_no, state, updates, events,
                                 leaves_waiting=change.from_status == orders.WAIT_BUYER_PAY)
 
-    def _refuse(self, note, reason, known=None):
-        """A verified notification that contradicts the order: anomaly recorded, nothing changed."""
-        if known is None:
-            known = self.store.get_order(note.out_trade_no) is not None
+    def _refuse(self, note, reason, state):
+        """A verified notification that contradicts the order: anomaly recorded, nothing changed.
+        For an order we do not have (state None) it is logged, not stored."""
+        known = state is not None
         if known:
             self.store.add_event(note.out_trade_no, f"anomaly#{note.notify_id}#{reason}", {
                 "at": iso(self.clock()), "source": "notify", "type": "anomaly", "reason": reason,
-                "notify_id": note.notify_id})
+                "notify_id": note.notify_id}, seq=state.version)
         return self._answer(422, reason, out_trade_no=note.out_trade_no, notify_id=note.notify_id,
                             stored=known)
 
@@ -385,7 +388,8 @@ def _checked_out_trade_no(out_trade_no):
 def order_state(order):
     return orders.OrderState(status=order["status"], total_amount=order["total_amount"],
                              refunded_amount=order.get("refunded_amount", 0),
-                             closed_locally=bool(order.get("closed_locally")), product=order["product"])
+                             closed_locally=bool(order.get("closed_locally")), product=order["product"],
+                             version=int(order.get("version", 0)))
 
 
 def order_view(order, events):
@@ -407,4 +411,4 @@ def order_view(order, events):
 def _plain(event):
     """An event as JSON: DynamoDB numbers would come back as Decimal; ours are strings already."""
     return {key: (str(value) if not isinstance(value, (str, bool, list, dict)) else value)
-            for key, value in event.items() if value is not None}
+            for key, value in event.items() if value is not None and key != "seq"}

@@ -106,16 +106,18 @@ class OrderStore:
     def apply_change(self, out_trade_no, expected, updates, events, leaves_waiting):
         """One transaction: the order's update, conditioned on `expected`, and its new events.
 
-        `expected`: status, total_amount, refunded_amount and whether the order is legacy, as the
-        change was decided from. Each event is put only if its key is new. Raises ConditionFailed
+        `expected`: status, total_amount, refunded_amount, version and whether the order is legacy,
+        as the change was decided from; the version goes up by one and numbers the events. Each event is put only if its key is new. Raises ConditionFailed
         when any condition fails; nothing is written then.
         """
         names = {"#status": "status"}
-        values = {":from": expected.status, ":total": expected.total_amount,
+        values = {":from": expected.status, ":total": expected.total_amount, ":version": expected.version,
                   ":refunded": expected.refunded_amount, ":legacy": "legacy"}
         condition = ("#status = :from AND total_amount = :total AND refunded_amount = :refunded AND "
+                     "version = :version AND "
                      + ("product = :legacy" if expected.product == "legacy" else "product <> :legacy"))
-        sets = []
+        sets = ["version = :version + :one"]
+        values[":one"] = 1
         for index, (name, value) in enumerate(sorted(updates.items())):
             names[f"#u{index}"] = name
             values[f":u{index}"] = value
@@ -126,16 +128,18 @@ class OrderStore:
             "ConditionExpression": condition, "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _dump(values)}}]
         for key, event in events:
+            event = dict(event, seq=expected.version + 1)
             items.append({"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
                                   "Item": _dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}",
                                                  "event": event})}})
         self._call("transact_write_items", TransactItems=items)
 
-    def add_event(self, out_trade_no, key, event):
+    def add_event(self, out_trade_no, key, event, seq):
         """Append one event unless its key exists; False for a repeat. The order must exist."""
         try:
             self._call("put_item", TableName=self.table,
-                       Item=_dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}", "event": event}),
+                       Item=_dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}",
+                                  "event": dict(event, seq=seq)}),
                        ConditionExpression="attribute_not_exists(pk)")
             return True
         except ConditionFailed:
