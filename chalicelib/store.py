@@ -106,15 +106,16 @@ class OrderStore:
     def apply_change(self, out_trade_no, expected, updates, events, leaves_waiting):
         """One transaction: the order's update, conditioned on `expected`, and its new events.
 
-        `expected`: status, total_amount, refunded_amount, version and whether the order is legacy,
-        as the change was decided from; the version goes up by one and numbers the events. Each event is put only if its key is new. Raises ConditionFailed
+        `expected`: the version, total_amount and whether the order is legacy, as the change was
+        decided from; the version goes up by one and numbers the events. Each event is put only if its key is new. Raises ConditionFailed
         when any condition fails; nothing is written then.
         """
-        names = {"#status": "status"}
-        values = {":from": expected.status, ":total": expected.total_amount, ":version": expected.version,
-                  ":refunded": expected.refunded_amount, ":legacy": "legacy"}
-        condition = ("#status = :from AND total_amount = :total AND refunded_amount = :refunded AND "
-                     "version = :version AND "
+        # The version says everything about what the change was decided from: it starts at 0 with
+        # WAIT_BUYER_PAY and nothing refunded, and every change bumps it. The amount and product
+        # are checked too, because a change decided without a read took them from the report.
+        names = {}
+        values = {":version": expected.version, ":total": expected.total_amount, ":legacy": "legacy"}
+        condition = ("version = :version AND total_amount = :total AND "
                      + ("product = :legacy" if expected.product == "legacy" else "product <> :legacy"))
         sets = ["version = :version + :one"]
         values[":one"] = 1
