@@ -222,3 +222,17 @@ def test_legacy_md5_with_wrong_key_is_refused(client, merchant, mapi):
     mapi.valid.add("legacy-2")
     assert notify(client, body)[:2] == (400, "failure")
     assert mapi.calls == []
+
+
+def test_logs_are_json_lines_without_secrets(client, merchant, order, caplog):
+    caplog.set_level("INFO", logger="chalice_alipay")
+    body = merchant.notification(order["out_trade_no"], "88.80")
+    notify(client, body)
+    notify(client, body + b"&tampered=1")
+    sign = urllib.parse.parse_qs(body.decode())["sign"][0]
+    lines = [record.getMessage() for record in caplog.records if record.name == "chalice_alipay"]
+    assert lines and all(isinstance(__import__("json").loads(line), dict) for line in lines)
+    text = "\n".join(lines)
+    assert order["out_trade_no"] in text
+    for secret in (merchant.token, sign, merchant.md5_key, merchant.secret["app_private_key"][40:80]):
+        assert secret not in text
