@@ -198,3 +198,15 @@ def test_notify_function_url_event(client, merchant, encoded):
     assert get_order(client, merchant, order["out_trade_no"])[1]["status"] == "TRADE_SUCCESS"
     bad = dict(event, body=base64.b64encode(body + b"&x=1").decode(), isBase64Encoded=True)
     assert client.lambda_.invoke("notify", bad).payload["statusCode"] == 400
+
+
+def test_legacy_md5_return_is_verified_with_the_md5_key(client, merchant):
+    order = create_order(client, merchant, product="legacy", total_amount="9.90")
+    params = {"is_success": "T", "exterface": "create_direct_pay_by_user", "out_trade_no": order["out_trade_no"],
+              "total_fee": "9.90", "trade_status": "TRADE_FINISHED", "notify_id": "RqPnCoPT3K9%2Fvwbh3I",
+              "seller_id": merchant.partner}
+    params["sign"] = signing.md5_sign(params, merchant.md5_key)
+    params["sign_type"] = "MD5"
+    r = _return(client, params)
+    assert r.status_code == 200 and b"WAIT_BUYER_PAY" in r.body  # shown, never applied
+    assert _return(client, dict(params, total_fee="0.01")).status_code == 400
