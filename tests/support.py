@@ -1,56 +1,14 @@
-"""Test support: a moto server over HTTP that serves one request at a time, merchant keys, and
-Alipay's side of the protocol (signed notifications and returns) built from the protocol rules."""
+"""Test support: merchant keys, and Alipay's side of the protocol (signed notifications and returns) built from the protocol rules."""
 import hashlib
 import json
-import logging
 import os
 import secrets
-import threading
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from werkzeug.serving import make_server
 
 from chalicelib.alipay import keys, pay, signing
-
-logging.getLogger("werkzeug").setLevel(logging.ERROR)  # werkzeug logs every request otherwise
-
-
-class MotoServer:
-    """moto's server app behind a lock: real DynamoDB serializes conditional transactions, moto's
-    threaded server does not (traps.md). Stop and start keep the data (it lives in this process)."""
-
-    def __init__(self):
-        from moto.server import DomainDispatcherApplication, create_backend_app
-        self._app = DomainDispatcherApplication(create_backend_app)
-        self._lock = threading.Lock()
-        self.port = 0
-        self._server = None
-
-    def _locked_app(self, environ, start_response):
-        with self._lock:
-            return [b"".join(self._app(environ, start_response))]
-
-    def start(self):
-        self._server = make_server("127.0.0.1", self.port, self._locked_app, threaded=True)
-        self.port = self._server.server_port
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self):
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-
-def aws_environment(moto_url):
-    return {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+from devstack import MotoServer, aws_environment  # noqa: F401  (tests import them from here)
 
 
 def new_key():

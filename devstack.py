@@ -1,0 +1,226 @@
+"""The local stack: a moto server (AWS), the Alipay sandbox and `chalice local`, wired together.
+
+`make run` runs it in the foreground; the end-to-end tests start it on free ports and stop it.
+Everything is provisioned fresh: the table, an app key pair, a merchant secret whose Alipay
+public key is the sandbox's, an API token; the app and the legacy partner are registered with
+the sandbox. Never deployed.
+"""
+import argparse
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent
+APP_ID = "2021000122600001"
+SELLER_ID = "2088102177649450"
+PARTNER = "2088102177640000"
+
+
+class MotoServer:
+    """moto's server app behind a lock: real DynamoDB serializes conditional transactions, moto's
+    threaded server does not (traps.md). Stop and start keep the data (it lives in this process)."""
+
+    def __init__(self, port=0):
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        self._app = DomainDispatcherApplication(create_backend_app)
+        self._lock = threading.Lock()
+        self.port = port
+        self._server = None
+
+    def _locked_app(self, environ, start_response):
+        with self._lock:
+            return [b"".join(self._app(environ, start_response))]
+
+    def start(self):
+        from werkzeug.serving import make_server
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # it logs every request otherwise
+        self._server = make_server("127.0.0.1", self.port, self._locked_app, threaded=True)
+        self.port = self._server.server_port
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+
+def aws_environment(moto_url):
+    return {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url, process=None, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def http_json(url, payload=None):
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                     method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read().decode()
+        return json.loads(body) if body.startswith(("{", "[")) else body
+
+
+class Stack:
+    def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, time_factor=1.0,
+                 extra_env=None):
+        self.workdir = pathlib.Path(workdir)
+        self.logs = self.workdir / "logs"
+        self.api_port = api_port or free_port()
+        self.sandbox_port = sandbox_port or free_port()
+        self.moto = MotoServer(moto_port)
+        self.time_factor = time_factor
+        self.extra_env = extra_env or {}
+        self.processes = {}
+        self.token = None
+
+    @property
+    def api_url(self):
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def sandbox_url(self):
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    def _spawn(self, name, command, env):
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        return self.processes[name]
+
+    def start(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.moto.start()
+        aws = aws_environment(self.moto.url)
+        os.environ.update(aws)
+        base_env = dict(os.environ, **aws, PYTHONUNBUFFERED="1")
+        sandbox = self._spawn("sandbox", [sys.executable, "-m", "sandbox", "serve", "--port", str(self.sandbox_port),
+                                          "--state", str(self.workdir / "sandbox-state.json"),
+                                          "--time-factor", str(self.time_factor)], base_env)
+        wait_until_up(self.sandbox_url + "/sandbox/alipay_public_key", sandbox)
+        self.env = self.provision(base_env)
+        chalice = str(pathlib.Path(sys.executable).parent / "chalice")
+        api = self._spawn("chalice", [chalice, "local", "--stage", "local", "--host", "127.0.0.1",
+                                      "--port", str(self.api_port)], self.env)
+        wait_until_up(self.api_url + "/health", api, timeout=60)
+        return self
+
+    def provision(self, base_env):
+        """Table, secret with fresh keys, sandbox registrations; the environment for chalice local."""
+        import boto3
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from chalicelib import store
+        from chalicelib.alipay import keys
+        table, secret_id = "alipay-orders", "alipay/merchant"
+        store.ensure_table(boto3.client("dynamodb", endpoint_url=self.moto.url), table)
+        app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.app_key = app_key
+        self.token = secrets.token_urlsafe(24)
+        self.md5_key = secrets.token_hex(16)
+        alipay_public_key = http_json(self.sandbox_url + "/sandbox/alipay_public_key")
+        secret = {
+            "app_id": APP_ID, "seller_id": SELLER_ID, "sign_type": "RSA2",
+            "app_private_key": app_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()).decode(),
+            "alipay_public_key": alipay_public_key,
+            "api_tokens": [hashlib.sha256(self.token.encode()).hexdigest()],
+            "partner": PARTNER, "md5_key": self.md5_key,
+        }
+        sm = boto3.client("secretsmanager", endpoint_url=self.moto.url)
+        try:
+            sm.create_secret(Name=secret_id, SecretString=json.dumps(secret))
+        except sm.exceptions.ResourceExistsException:
+            sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(secret))
+        http_json(self.sandbox_url + "/sandbox/apps",
+                  {"app_id": APP_ID, "public_key": keys.spki_base64(app_key), "seller_id": SELLER_ID})
+        http_json(self.sandbox_url + "/sandbox/partners", {"partner": PARTNER, "md5_key": self.md5_key})
+        gateway = self.sandbox_url + "/gateway.do"
+        return dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
+                    ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url, **self.extra_env)
+
+    def stop(self):
+        for name, process in self.processes.items():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.moto.stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="the whole local stack")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    parser.add_argument("--sandbox-port", type=int, default=int(os.environ.get("SANDBOX_PORT", 8001)))
+    parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", 5005)))
+    parser.add_argument("--workdir", default=str(ROOT / "run"))
+    parser.add_argument("--time-factor", type=float, default=0.01, help="Alipay's retry schedule scaled")
+    args = parser.parse_args(argv)
+    stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.time_factor)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        stack.start()
+        print(f"""
+chalice-alipay local stack is up (logs: {stack.logs}/)
+
+  API (chalice local)  {stack.api_url}
+  Alipay sandbox       {stack.sandbox_url}/gateway.do   notifications: {stack.sandbox_url}/sandbox/notifications.html
+  AWS (moto server)    {stack.moto.url}
+  API token            {stack.token}
+
+  curl -s -X POST {stack.api_url}/orders -H 'Authorization: Bearer {stack.token}' \\
+       -H 'Content-Type: application/json' -d '{{"product": "page", "subject": "Tea", "total_amount": "88.80"}}'
+
+Ctrl-C stops everything.""", flush=True)
+        while all(p.poll() is None for p in stack.processes.values()):
+            time.sleep(0.5)
+        print("a part of the stack exited; see the logs", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""A local Alipay sandbox for development and tests. Never deployed."""
