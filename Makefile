@@ -13,6 +13,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+run: $(STAMP)
+	$(PY) devstack.py
+
 bench: $(STAMP)
 	$(PY) -m bench
 
