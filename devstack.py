@@ -96,13 +96,15 @@ def http_json(url, payload=None):
 
 
 class Stack:
-    def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, time_factor=1.0,
+    def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, shop_port=0, time_factor=1.0,
                  extra_env=None):
         self.workdir = pathlib.Path(workdir)
         self.logs = self.workdir / "logs"
         self.api_port = api_port or free_port()
         self.sandbox_port = sandbox_port or free_port()
         self.moto = MotoServer(moto_port)
+        self.shop_port = shop_port or free_port()
+        self._shop_server = None
         self.time_factor = time_factor
         self.extra_env = extra_env or {}
         self.processes = {}
@@ -111,6 +113,10 @@ class Stack:
     @property
     def api_url(self):
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def shop_url(self):
+        return f"http://127.0.0.1:{self.shop_port}"
 
     @property
     def sandbox_url(self):
@@ -138,7 +144,15 @@ class Stack:
         api = self._spawn("chalice", [chalice, "local", "--stage", "local", "--host", "127.0.0.1",
                                       "--port", str(self.api_port)], self.env)
         wait_until_up(self.api_url + "/health", api, timeout=60)
+        self.start_shop()
         return self
+
+    def start_shop(self):
+        from werkzeug.serving import make_server
+
+        from demo.shop import Shop
+        self._shop_server = make_server("127.0.0.1", self.shop_port, Shop(self.api_url, self.token), threaded=True)
+        threading.Thread(target=self._shop_server.serve_forever, daemon=True).start()
 
     def provision(self, base_env):
         """Table, secret with fresh keys, sandbox registrations; the environment for chalice local."""
@@ -173,7 +187,8 @@ class Stack:
         http_json(self.sandbox_url + "/sandbox/partners", {"partner": PARTNER, "md5_key": self.md5_key})
         gateway = self.sandbox_url + "/gateway.do"
         return dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
-                    ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url, **self.extra_env)
+                    ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url,
+                    RETURN_REDIRECT_URL=self.shop_url + "/result", **self.extra_env)
 
     def stop(self):
         for name, process in self.processes.items():
@@ -185,6 +200,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self._shop_server:
+            self._shop_server.shutdown()
+            self._shop_server.server_close()
         self.moto.stop()
 
 
@@ -193,16 +211,18 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--sandbox-port", type=int, default=int(os.environ.get("SANDBOX_PORT", 8001)))
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", 5005)))
+    parser.add_argument("--shop-port", type=int, default=int(os.environ.get("SHOP_PORT", 8002)))
     parser.add_argument("--workdir", default=str(ROOT / "run"))
     parser.add_argument("--time-factor", type=float, default=0.01, help="Alipay's retry schedule scaled")
     args = parser.parse_args(argv)
-    stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.time_factor)
+    stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.start()
         print(f"""
 chalice-alipay local stack is up (logs: {stack.logs}/)
 
+  Demo shop            {stack.shop_url}/
   API (chalice local)  {stack.api_url}
   Alipay sandbox       {stack.sandbox_url}/gateway.do   notifications: {stack.sandbox_url}/sandbox/notifications.html
   AWS (moto server)    {stack.moto.url}

@@ -235,9 +235,9 @@ class Sandbox:
     def on_cashier_action(self, request, trade_id, action):
         trade = self.trade(trade_id)
         if action == "cancel":
-            back = trade.get("quit_url") or trade.get("return_url")
+            back = trade.get("quit_url")  # H5 only: the PC cashier has nowhere to send the buyer
             page = (f"<p id=cancelled>Payment cancelled.</p>"
-                    + (f"<a id=back href='{html.escape(back.split('?')[0])}'>Back to the shop</a>" if back else ""))
+                    + (f"<a id=back href='{html.escape(back)}'>Back to the shop</a>" if back else ""))
             return Response(f"<!doctype html><meta charset=utf-8><title>Cancelled</title>{page}", mimetype="text/html")
         if action != "pay":
             return Response("unknown action", status=404)

@@ -22,8 +22,9 @@ def test_page_flow_by_url(api):
     assert "88.80" in page and order["out_trade_no"] in page
     back = api.pay(cashier)
     assert back.status == 302 and back.headers["Location"].startswith(api.stack.api_url + "/alipay/return?")
-    shown = api.get(back.headers["Location"])
-    assert shown.status == 200 and order["out_trade_no"].encode() in shown.data
+    shown = api.get(back.headers["Location"])  # verified, then sent on to the shop's result page
+    assert shown.status == 302
+    assert shown.headers["Location"].startswith(f"{api.stack.shop_url}/result?out_trade_no={order['out_trade_no']}")
     final = api.wait_for(order["out_trade_no"], lambda o: o["status"] != "WAIT_BUYER_PAY")
     assert final["status"] == "TRADE_SUCCESS" and final["trade_no"]
     assert [e["source"] for e in api.events(order["out_trade_no"])] == ["api", "notify"]
@@ -43,7 +44,7 @@ def test_wap_cancel_leaves_the_order_waiting(api):
     order = api.create("wap", quit_url="https://shop.example/cart")
     cashier = api.open_cashier(order)
     r = api.http.request("POST", cashier + "/cancel", redirect=False)
-    assert r.status == 200 and b"https://shop.example/cart" in r.data
+    assert r.status == 200 and b"https://shop.example/cart" in r.data and b"cancelled" in r.data
     assert api.sandbox_notifications(order["out_trade_no"]) == []
     assert api.order(order["out_trade_no"])["status"] == "WAIT_BUYER_PAY"
 
@@ -86,7 +87,7 @@ def test_legacy_flow_md5_link_return_and_notify_verify(api):
     back = api.pay(api.open_cashier(order))
     assert "is_success=T" in back.headers["Location"]
     shown = api.get(back.headers["Location"])
-    assert shown.status == 200
+    assert shown.status == 302 and "out_trade_no=" in shown.headers["Location"]
     final = api.wait_for(order["out_trade_no"], lambda o: o["status"] != "WAIT_BUYER_PAY")
     assert final["status"] == "TRADE_FINISHED"
     notes = api.sandbox_notifications(order["out_trade_no"])

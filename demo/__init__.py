@@ -1,0 +1,1 @@
+"""A tiny demo shop for the local stack. Never deployed."""

@@ -1,0 +1,63 @@
+"""`make run` from a fresh clone: it comes up on the printed URLs within a bound and stops cleanly."""
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+from devstack import free_port
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+def port_is_free(port):
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_make_run_from_a_fresh_clone(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    ports = {name: free_port() for name in ("PORT", "SANDBOX_PORT", "MOTO_PORT", "SHOP_PORT")}
+    env = dict(os.environ, **{k: str(v) for k, v in ports.items()})
+    # The project's own virtualenv stands in for the install step, which `make test` already proved.
+    process = subprocess.Popen(["make", "run", f"VENV={ROOT / '.venv'}"], cwd=clone, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    output, deadline = [], time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        text = "".join(output)
+        assert "Ctrl-C stops everything" in text, text
+        urls = dict(re.findall(r"^\s+(Demo shop|API \(chalice local\)|Alipay sandbox)\s+(\S+)", text, re.M))
+        assert answers(urls["API (chalice local)"] + "/health") == 200
+        assert answers(urls["Demo shop"]) == 200
+        assert answers(urls["Alipay sandbox"].replace("/gateway.do", "/sandbox/alipay_public_key")) == 200
+        token = re.search(r"API token\s+(\S+)", text).group(1)
+        request = urllib.request.Request(urls["API (chalice local)"] + "/orders/NOPE",
+                                         headers={"Authorization": f"Bearer {token}"})
+        assert answers(request) == 404  # the printed token works
+        assert (clone / "run" / "logs" / "chalice.log").exists()
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    time.sleep(0.5)
+    assert all(port_is_free(port) for port in ports.values()), ports
