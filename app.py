@@ -3,31 +3,30 @@ import base64
 import functools
 import html
 import json
-import logging
 from urllib.parse import urlencode
 
-from chalice import Chalice, Response
+from chalice import Chalice, Rate, Response
 
 from chalicelib import settings
 from chalicelib.errors import InvalidRequest, ServiceError, Unavailable
 from chalicelib.service import Backend, OrderService, log_event
 
 app = Chalice(app_name="chalice-alipay")
-app.log.setLevel(logging.INFO)
-logging.getLogger("chalice_alipay").addHandler(logging.StreamHandler())
 
 MAX_JSON_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
 _backend = None
 
 
-def service():
+def service(context=None):
     """The use cases, over clients created once per container (lazily: cold start pays only
-    for what the first request needs)."""
+    for what the first request needs). Gateway calls never outlast the invocation."""
     global _backend
     if _backend is None:
         _backend = Backend()
-    return OrderService(_backend)
+    context = context or getattr(app, "lambda_context", None)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return OrderService(_backend, time_left=(lambda: remaining() / 1000) if remaining else None)
 
 
 def _error(error):
@@ -100,6 +99,37 @@ def get_order(svc, actor, out_trade_no):
 @merchant_route
 def order_events(svc, actor, out_trade_no):
     return {"events": svc.list_events(out_trade_no)}
+
+
+@app.route("/orders/{out_trade_no}/refunds", methods=["POST"])
+@merchant_route
+def refund(svc, actor, out_trade_no):
+    status, answer = svc.refund(actor, out_trade_no, _json_body())
+    return Response(answer, status_code=status)
+
+
+@app.route("/orders/{out_trade_no}/close", methods=["POST"])
+@merchant_route
+def close(svc, actor, out_trade_no):
+    return svc.close(actor, out_trade_no)
+
+
+@app.route("/orders/{out_trade_no}/sync", methods=["POST"])
+@merchant_route
+def sync(svc, actor, out_trade_no):
+    return svc.sync(out_trade_no)
+
+
+@app.route("/orders/{out_trade_no}/app-result", methods=["POST"])
+@merchant_route
+def app_result(svc, actor, out_trade_no):
+    return svc.app_result(out_trade_no, _json_body())
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile")
+def reconcile(event):
+    """Missed notifications, abandoned orders, refunds of unknown outcome (contract, reconcile)."""
+    return service(event.context).reconcile()
 
 
 def _plain(status, text):

@@ -188,7 +188,8 @@ class Stack:
         gateway = self.sandbox_url + "/gateway.do"
         return dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
                     ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url,
-                    RETURN_REDIRECT_URL=self.shop_url + "/result", **self.extra_env)
+                    RETURN_REDIRECT_URL=self.shop_url + "/result", GATEWAY_READ_TIMEOUT_SECONDS="2",
+                    **self.extra_env)
 
     def stop(self):
         for name, process in self.processes.items():

@@ -1,4 +1,4 @@
-"""Admin commands: create-table, put-secret, keygen, token, check.
+"""Admin commands: create-table, put-secret, keygen, token, check, reconcile.
 
 They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
@@ -91,6 +91,12 @@ def check(args):
     return 0
 
 
+def reconcile(args):
+    from chalicelib.service import Backend, OrderService
+    print(json.dumps(OrderService(Backend(), time_left=lambda: 600.0).reconcile(min_age=args.min_age)))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +109,9 @@ def main(argv=None):
     gen.set_defaults(run=keygen)
     commands.add_parser("token", help="a new merchant API token and its hash").set_defaults(run=token)
     commands.add_parser("check", help="load the secret and check it").set_defaults(run=check)
+    rec = commands.add_parser("reconcile", help="one reconciliation pass, as the scheduled function runs it")
+    rec.add_argument("--min-age", type=float, default=None, help="query every waiting order at least this old (s)")
+    rec.set_defaults(run=reconcile)
     args = parser.parse_args(argv)
     return args.run(args)
 

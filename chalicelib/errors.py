@@ -27,6 +27,14 @@ class IdempotencyConflict(ServiceError):
     status, code = 409, "idempotency_conflict"
 
 
+class OrderNotClosable(ServiceError):
+    status, code = 409, "order_not_closable"
+
+
+class RefundNotAllowed(ServiceError):
+    status, code = 422, "refund_not_allowed"
+
+
 class NotSupported(ServiceError):
     status, code = 422, "not_supported"
 

@@ -15,6 +15,7 @@ class Settings:
     notify_url: Optional[str]
     return_redirect_url: Optional[str]
     secret_ttl_seconds: int
+    gateway_read_timeout: float
 
 
 def load(env=None):
@@ -28,4 +29,5 @@ def load(env=None):
         notify_url=env.get("NOTIFY_URL") or None,
         return_redirect_url=env.get("RETURN_REDIRECT_URL") or None,
         secret_ttl_seconds=int(env.get("SECRET_TTL_SECONDS") or 300),
+        gateway_read_timeout=float(env.get("GATEWAY_READ_TIMEOUT_SECONDS") or 8),
     )

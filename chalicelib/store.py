@@ -2,8 +2,8 @@
 
 | item | pk | sk | notes |
 |---|---|---|---|
-| order | `ORDER#<out_trade_no>` | `ORDER` | `waiting` is set only while WAIT_BUYER_PAY and not legacy: the sparse index `waiting` (by `created_at`) finds them without a scan |
-| event | `ORDER#<out_trade_no>` | `EVENT#<dedupe key>` | append-only; the key makes a redelivery a conditional-check failure, never a second row |
+| order | `ORDER#<out_trade_no>` | `ORDER` | `waiting` is `WAIT` while unpaid (not legacy) and `REFUND` while a refund's outcome is unknown, absent otherwise: the sparse index `waiting` (by `created_at`) finds them without a scan |
+| event | `ORDER#<out_trade_no>` | `EVENT#<dedupe key>` | append-only, except refund records (`EVENT#refund#<out_request_no>`), whose status moves on; the key makes a redelivery a conditional-check failure, never a second row |
 | idempotency | `IDEMPOTENCY#<actor>#<key>` | `IDEMPOTENCY` | `expires_at` is the table's TTL attribute |
 
 Correctness rests on conditions, not on reads: every write is conditional, and a change to an
@@ -103,44 +103,78 @@ class OrderStore:
             {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
         ])
 
-    def apply_change(self, out_trade_no, expected, updates, events, leaves_waiting):
-        """One transaction: the order's update, conditioned on `expected`, and its new events.
+    def apply_change(self, out_trade_no, expected, updates, events=(), records=()):
+        """One transaction: the order's update, conditioned on `expected`, and its events.
 
         `expected`: the version, total_amount and whether the order is legacy, as the change was
-        decided from; the version goes up by one and numbers the events. Each event is put only if its key is new. Raises ConditionFailed
-        when any condition fails; nothing is written then.
+        decided from; the version goes up by one and numbers the events. `updates` maps attributes
+        to new values (None removes one). `events` are appended, each only if its key is new;
+        `records` (refunds, which change status) are written whole: the version condition already
+        guarantees nobody changed them since they were read. Raises ConditionFailed when any
+        condition fails; nothing is written then.
         """
-        # The version says everything about what the change was decided from: it starts at 0 with
-        # WAIT_BUYER_PAY and nothing refunded, and every change bumps it. The amount and product
-        # are checked too, because a change decided without a read took them from the report.
-        names = {}
-        values = {":version": expected.version, ":total": expected.total_amount, ":legacy": "legacy"}
-        condition = ("version = :version AND total_amount = :total AND "
+        # Every change bumps the version, so a read state is pinned by it alone. A change decided
+        # without a read guessed its state from the report (orders.likely_state): status, amount
+        # and product are checked too, since one version number can follow several histories.
+        names = {"#status": "status"}
+        values = {":version": expected.version, ":from": expected.status, ":total": expected.total_amount,
+                  ":legacy": "legacy", ":one": 1}
+        condition = ("version = :version AND #status = :from AND total_amount = :total AND "
                      + ("product = :legacy" if expected.product == "legacy" else "product <> :legacy"))
-        sets = ["version = :version + :one"]
-        values[":one"] = 1
+        sets, removes = ["version = :version + :one"], []
         for index, (name, value) in enumerate(sorted(updates.items())):
             names[f"#u{index}"] = name
-            values[f":u{index}"] = value
-            sets.append(f"#u{index} = :u{index}")
-        expression = "SET " + ", ".join(sets) + (" REMOVE waiting" if leaves_waiting else "")
+            if value is None:
+                removes.append(f"#u{index}")
+            else:
+                values[f":u{index}"] = value
+                sets.append(f"#u{index} = :u{index}")
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         items = [{"Update": {
             "TableName": self.table, "Key": order_key(out_trade_no), "UpdateExpression": expression,
             "ConditionExpression": condition, "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _dump(values)}}]
+        seq = expected.version + 1
         for key, event in events:
-            event = dict(event, seq=expected.version + 1)
             items.append({"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-                                  "Item": _dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}",
-                                                 "event": event})}})
+                                  "Item": _event_item(out_trade_no, key, dict(event, seq=seq))}})
+        for key, record in records:
+            items.append({"Put": {"TableName": self.table,
+                                  "Item": _event_item(out_trade_no, key, dict(record, seq=record.get("seq", seq)))}})
         self._call("transact_write_items", TransactItems=items)
+
+    def waiting_orders(self, partition):
+        """out_trade_no of every order in one partition of the sparse `waiting` index, oldest first:
+        "WAIT" (unpaid, not legacy) or "REFUND" (refunds of unknown outcome). No scan."""
+        found, start = [], None
+        while True:
+            kwargs = {"ExclusiveStartKey": start} if start else {}
+            page = self._call("query", TableName=self.table, IndexName=WAITING_INDEX,
+                              KeyConditionExpression="waiting = :w",
+                              ExpressionAttributeValues={":w": {"S": partition}}, **kwargs)
+            found.extend(item["pk"]["S"].split("#", 1)[1] for item in page.get("Items", []))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return found
+
+    def set_fields(self, out_trade_no, fields, only_if_absent=None):
+        """Set bookkeeping fields that are not a change of state (a QR code, a reconcile step)."""
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":f{i}": value for i, value in enumerate(fields.values())}
+        condition = "attribute_exists(pk)" + (f" AND attribute_not_exists({only_if_absent})" if only_if_absent else "")
+        try:
+            self._call("update_item", TableName=self.table, Key=order_key(out_trade_no),
+                       UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
+                       ConditionExpression=condition, ExpressionAttributeNames=names,
+                       ExpressionAttributeValues=_dump(values))
+            return True
+        except ConditionFailed:
+            return False
 
     def add_event(self, out_trade_no, key, event, seq):
         """Append one event unless its key exists; False for a repeat. The order must exist."""
         try:
-            self._call("put_item", TableName=self.table,
-                       Item=_dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}",
-                                  "event": dict(event, seq=seq)}),
+            self._call("put_item", TableName=self.table, Item=_event_item(out_trade_no, key, dict(event, seq=seq)),
                        ConditionExpression="attribute_not_exists(pk)")
             return True
         except ConditionFailed:
@@ -165,6 +199,10 @@ def _order_item(order):
     if order["status"] == "WAIT_BUYER_PAY" and order["product"] != "legacy":
         item["waiting"] = "WAIT"
     return _dump(item)
+
+
+def _event_item(out_trade_no, key, event):
+    return _dump({"pk": f"ORDER#{out_trade_no}", "sk": f"EVENT#{key}", "event": event})
 
 
 def _public(item):

@@ -18,6 +18,7 @@ def serve(args):
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     sandbox = Sandbox(args.state, time_factor=args.time_factor)
     server = make_server(args.host, args.port, sandbox, threaded=True)
+    sandbox.public_url = f"http://{args.host}:{server.server_port}"
     threading.Thread(target=sandbox.run_notifier, daemon=True).start()
     print(f"Alipay sandbox on http://{args.host}:{server.server_port}/gateway.do (state: {args.state or 'memory'})",
           flush=True)

@@ -24,7 +24,10 @@ from sandbox.state import State
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 RETRY_SCHEDULE = [4 * 60, 10 * 60, 10 * 60, 3600, 2 * 3600, 6 * 3600, 15 * 3600]  # protocol §3.1
 TIMESTAMP_TOLERANCE = datetime.timedelta(minutes=15)
-PRODUCT_CODES = {"alipay.trade.page.pay": "FAST_INSTANT_TRADE_PAY", "alipay.trade.wap.pay": "QUICK_WAP_WAY",
+SERVER_METHODS = {"alipay.trade.precreate": "do_precreate", "alipay.trade.query": "do_query",
+                  "alipay.trade.close": "do_close", "alipay.trade.refund": "do_refund",
+                  "alipay.trade.fastpay.refund.query": "do_refund_query"}
+PRODUCT_CODES = {"alipay.trade.precreate": "FACE_TO_FACE_PAYMENT", "alipay.trade.page.pay": "FAST_INSTANT_TRADE_PAY", "alipay.trade.wap.pay": "QUICK_WAP_WAY",
                  "alipay.trade.app.pay": "QUICK_MSECURITY_PAY"}
 DEFAULT_SELLER = "2088102177649450"
 
@@ -46,15 +49,17 @@ class AlipayError(Exception):
 
 
 class Sandbox:
-    def __init__(self, state_path=None, time_factor=1.0, base_url=""):
+    def __init__(self, state_path=None, time_factor=1.0, public_url="http://127.0.0.1:8001"):
         self.state = State(state_path)
         self.time_factor = time_factor
-        self.base_url = base_url
+        self.public_url = public_url
         self.urls = Map([
             Rule("/gateway.do", endpoint="gateway", methods=["GET", "POST"]),
             Rule("/cashier/<trade_id>", endpoint="cashier", methods=["GET"]),
             Rule("/cashier/<trade_id>/<action>", endpoint="cashier_action", methods=["POST"]),
             Rule("/app/pay", endpoint="app_pay", methods=["POST"]),
+            Rule("/qr/<trade_id>", endpoint="cashier", methods=["GET"]),
+            Rule("/sandbox/switches", endpoint="switches", methods=["POST"]),
             Rule("/sandbox/alipay_public_key", endpoint="alipay_public_key", methods=["GET"]),
             Rule("/sandbox/apps", endpoint="register_app", methods=["POST"]),
             Rule("/sandbox/partners", endpoint="register_partner", methods=["POST"]),
@@ -179,6 +184,8 @@ class Sandbox:
         return app
 
     def open_trade(self, params, request):
+        if params.get("method") in SERVER_METHODS:
+            return self.server_call(params)
         app = self.verify_request(params)
         method = params["method"]
         if method not in ("alipay.trade.page.pay", "alipay.trade.wap.pay"):
@@ -219,6 +226,10 @@ class Sandbox:
 
     def on_cashier(self, request, trade_id):
         trade = self.trade(trade_id)
+        if not trade.get("buyer_acted"):  # from now on the trade exists for query and close (§3.5)
+            with self.state.lock:
+                trade["buyer_acted"] = True
+                self.state.save()
         mobile = trade.get("method") == "alipay.trade.wap.pay"
         status = trade["status"]
         buttons = ("<form method=post action='/cashier/{0}/pay'><button id=pay type=submit>Pay</button></form>"
@@ -253,10 +264,9 @@ class Sandbox:
     def pay(self, trade, status="TRADE_SUCCESS"):
         with self.state.lock:
             trade.update(status="TRADE_FINISHED" if trade["kind"] == "legacy" else status, gmt_payment=stamp(),
-                         buyer_id="2088102177846880")
+                         buyer_id="2088102177846880", buyer_acted=True)
             self.state.save()
-        if not trade.get("suppress_notify"):
-            self.queue(trade, self.notification(trade), "payment", delay=trade.pop("notify_delay", 0))
+        self.queue(trade, self.notification(trade), "payment", delay=trade.pop("notify_delay", 0))
 
     @staticmethod
     def redirect_back(url, params):
@@ -272,6 +282,121 @@ class Sandbox:
         params["sign"] = protocol.rsa_sign(self.alipay_key, protocol.string_to_sign(params, {"sign", "sign_type"}),
                                            trade["sign_type"], trade["charset"])
         return params
+
+    # ---- server-to-gateway methods ---------------------------------------------------------
+
+    def on_switches(self, request):
+        """Make the next calls of a method misbehave: {"method", "fail_20000", "delay_seconds",
+        "delay_count", "tamper"} (counts of calls affected)."""
+        body = request.get_json(force=True)
+        with self.state.lock:
+            self.state.data.setdefault("switches", {})[body.pop("method")] = body
+            self.state.save()
+        return self.json({"switches": self.state.data["switches"]})
+
+    def _switch(self, method, name):
+        with self.state.lock:
+            switch = self.state.data.get("switches", {}).get(method, {})
+            if switch.get(name, 0) > 0:
+                switch[name] -= 1
+                self.state.save()
+                return switch
+        return None
+
+    def server_call(self, params):
+        method = params["method"]
+        try:
+            app = self.verify_request(params)
+            if self._switch(method, "fail_20000"):
+                raise AlipayError("20000", "Service Currently Unavailable", "ACQ.SYSTEM_ERROR", "系统繁忙")
+            biz = json.loads(params.get("biz_content") or "{}")
+            content = dict({"code": "10000", "msg": "Success"}, **getattr(self, SERVER_METHODS[method])(app, params, biz))
+        except AlipayError as error:
+            content = error.fields
+        delayed = self._switch(method, "delay_count")
+        if delayed:
+            time.sleep(float(delayed.get("delay_seconds", 5)))  # the work is done; the answer is late
+        node = method.replace(".", "_") + "_response"
+        if content.get("code") == "40002":
+            node = "error_response"
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        sign = protocol.rsa_sign(self.alipay_key, text, params.get("sign_type") or "RSA2")
+        if self._switch(method, "tamper"):
+            text = text.replace('"msg":"', '"msg":"x', 1)
+        return Response('{"%s":%s,"sign":"%s"}' % (node, text, sign), mimetype="application/json",
+                        content_type="application/json;charset=utf-8")
+
+    def _server_trade(self, params, biz):
+        trade = self.state.data["trades"].get(f"{params['app_id']}-{biz.get('out_trade_no', '')}")
+        if trade is None or not trade.get("buyer_acted"):
+            raise AlipayError("40004", "Business Failed", "ACQ.TRADE_NOT_EXIST", "交易不存在")
+        return trade
+
+    def do_precreate(self, app, params, biz):
+        params = dict(params, biz_content=json.dumps(dict(biz, product_code="FACE_TO_FACE_PAYMENT")))
+        trade = self.trade_from_biz(app, params, "alipay.trade.precreate")
+        return {"out_trade_no": trade["out_trade_no"], "qr_code": f"{self.public_url}/qr/{trade['id']}"}
+
+    def do_query(self, app, params, biz):
+        trade = self._server_trade(params, biz)
+        answer = {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"],
+                  "buyer_logon_id": "buy***@sandbox.com", "trade_status": trade["status"],
+                  "total_amount": trade["total_amount"], "buyer_pay_amount": trade["total_amount"],
+                  "buyer_user_id": trade.get("buyer_id", "")}
+        if trade.get("gmt_payment"):
+            answer["send_pay_date"] = trade["gmt_payment"]
+        return answer
+
+    def do_close(self, app, params, biz):
+        trade = self._server_trade(params, biz)
+        if trade["status"] != "WAIT_BUYER_PAY":
+            raise AlipayError("40004", "Business Failed", "ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+        with self.state.lock:
+            trade["status"] = "TRADE_CLOSED"
+            self.state.save()
+        return {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"]}
+
+    def do_refund(self, app, params, biz):
+        trade = self._server_trade(params, biz)
+        amount = Decimal(check_amount(biz.get("refund_amount")))
+        out_request_no = biz.get("out_request_no") or trade["out_trade_no"]
+        refunds = trade.setdefault("refunds", {})
+        done = refunds.get(out_request_no)
+        if done is not None:
+            if Decimal(done) != amount:
+                raise AlipayError("40004", "Business Failed", "ACQ.DISCORDANT_REPEAT_REQUEST", "不一致的请求")
+            fund_change = "N"  # the same request again: already refunded, nothing moves
+        else:
+            if trade["status"] != "TRADE_SUCCESS":
+                raise AlipayError("40004", "Business Failed", "ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+            if Decimal(trade.get("refund_fee", "0")) + amount > Decimal(trade["total_amount"]):
+                raise AlipayError("40004", "Business Failed", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+            with self.state.lock:
+                refunds[out_request_no] = format(amount, ".2f")
+            fee = Decimal(trade.get("refund_fee", "0")) + amount
+            if fee >= Decimal(trade["total_amount"]):
+                self.scenario_full_refund(trade, out_request_no)
+            else:
+                with self.state.lock:
+                    trade["refund_fee"] = format(fee, ".2f")
+                self.queue(trade, self.notification(
+                    trade, "TRADE_SUCCESS", refund_fee=trade["refund_fee"], gmt_refund=stamp(millis=True),
+                    out_biz_no=out_request_no), "partial refund")
+            fund_change = "Y"
+        self.state.save()
+        return {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"], "fund_change": fund_change,
+                "refund_fee": trade.get("refund_fee", "0.00"), "buyer_logon_id": "buy***@sandbox.com",
+                "gmt_refund_pay": stamp()}
+
+    def do_refund_query(self, app, params, biz):
+        trade = self._server_trade(params, biz)
+        out_request_no = biz.get("out_request_no") or trade["out_trade_no"]
+        amount = trade.get("refunds", {}).get(out_request_no)
+        answer = {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"],
+                  "out_request_no": out_request_no}
+        if amount is not None:  # an unknown refund answers 10000 without a refund_status
+            answer.update(refund_status="REFUND_SUCCESS", refund_amount=amount, total_amount=trade["total_amount"])
+        return answer
 
     # ---- app pay (what the mobile SDK does with the order string) ---------------------------
 
@@ -397,7 +522,7 @@ class Sandbox:
 
     def queue(self, trade, built, label, delay=0):
         fields, (body, content_type) = built
-        if not trade.get("notify_url"):
+        if not trade.get("notify_url") or trade.get("suppress_notify"):
             return None
         entry = {"id": secrets.token_hex(6), "out_trade_no": trade["out_trade_no"], "trade_id": trade["id"],
                  "label": label, "url": trade["notify_url"], "body": body, "content_type": content_type,
@@ -494,6 +619,7 @@ class Sandbox:
         return self.queue(trade, self.notification(trade), "delayed", delay=float(seconds))
 
     def scenario_never_sent(self, trade):
+        """From now on this trade's notifications are never sent (payment, refunds, anything)."""
         trade["suppress_notify"] = True
         self.state.save()
         return []

@@ -56,7 +56,9 @@ class Api:
         """The browser follows the payment URL to the sandbox cashier; returns the cashier URL."""
         r = self.get(order["payment"]["url"])
         assert r.status == 302, r.data
-        return urljoin(self.stack.sandbox_url, r.headers["Location"])
+        cashier = urljoin(self.stack.sandbox_url, r.headers["Location"])
+        assert self.get(cashier).status == 200  # the browser shows it: now the trade exists at Alipay
+        return cashier
 
     def pay(self, cashier_url):
         r = self.http.request("POST", cashier_url + "/pay", redirect=False)

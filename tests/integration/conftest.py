@@ -32,6 +32,8 @@ def env(aws):
     """A fresh table and secret name for each test, so tests never share state."""
     n = next(_counter)
     values = {"ORDERS_TABLE": f"orders-{n}", "ALIPAY_SECRET_ID": f"merchant-{n}",
+              # Nothing listens on port 9: no test reaches outside this machine.
+              "ALIPAY_GATEWAY": "http://127.0.0.1:9/gateway.do",
               "ALIPAY_MAPI_GATEWAY": "http://127.0.0.1:9/gateway.do", "SECRET_TTL_SECONDS": "300"}
     restore = set_environment(values)
     store.ensure_table(aws["dynamodb"], values["ORDERS_TABLE"])
