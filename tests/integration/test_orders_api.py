@@ -210,3 +210,64 @@ def test_legacy_md5_return_is_verified_with_the_md5_key(client, merchant):
     r = _return(client, params)
     assert r.status_code == 200 and b"WAIT_BUYER_PAY" in r.body  # shown, never applied
     assert _return(client, dict(params, total_fee="0.01")).status_code == 400
+
+
+# ---- gateway routes with Alipay unreachable (nothing listens on the configured port) -------
+
+def test_gateway_routes_answer_502_when_alipay_is_unreachable_and_change_nothing(client, merchant):
+    order = create_order(client, merchant, total_amount="5.00")
+    no = order["out_trade_no"]
+    for path in (f"/orders/{no}/sync", f"/orders/{no}/close"):
+        r = client.http.post(path, headers=merchant.auth)
+        assert r.status_code == 502 and json.loads(r.body)["error"]["code"] == "gateway_error"
+    assert get_order(client, merchant, no)[1]["status"] == "WAIT_BUYER_PAY"
+    status, answer = post_order(client, merchant, {"product": "qr", "subject": "s", "total_amount": "1.00",
+                                                   "out_trade_no": "QR_DOWN"})
+    assert status == 502 and get_order(client, merchant, "QR_DOWN")[1]["status"] == "WAIT_BUYER_PAY"
+
+
+def test_refund_of_a_paid_order_with_alipay_unreachable_stays_pending(client, merchant):
+    order = create_order(client, merchant, total_amount="5.00")
+    notify(client, merchant.notification(order["out_trade_no"], "5.00"))
+    r = client.http.post(f"/orders/{order['out_trade_no']}/refunds", headers={**merchant.auth, **JSON},
+                         body=json.dumps({"refund_amount": "2.00", "out_request_no": "RP"}))
+    answer = json.loads(r.body)
+    assert r.status_code == 202 and answer["status"] == "REFUND_PENDING"
+    assert answer["order"]["refunded_amount"] == "0.00" and answer["order"]["refunds"][0]["status"] == "REFUND_PENDING"
+    # What is pending counts against what remains refundable.
+    r = client.http.post(f"/orders/{order['out_trade_no']}/refunds", headers={**merchant.auth, **JSON},
+                         body=json.dumps({"refund_amount": "3.01"}))
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize("body,field", [({"refund_amount": 1}, "refund_amount"), ({}, "refund_amount"),
+                                        ({"refund_amount": "1.00", "out_request_no": "a-b"}, "out_request_no"),
+                                        ({"refund_amount": "1.00", "x": 1}, "x")])
+def test_invalid_refund_requests_are_400(client, merchant, body, field):
+    order = create_order(client, merchant)
+    r = client.http.post(f"/orders/{order['out_trade_no']}/refunds", headers={**merchant.auth, **JSON},
+                         body=json.dumps(body))
+    assert r.status_code == 400 and json.loads(r.body)["error"]["field"] == field
+
+
+def test_legacy_orders_have_no_refund_close_or_sync(client, merchant):
+    order = create_order(client, merchant, product="legacy", total_amount="2.00")
+    no = order["out_trade_no"]
+    for path, body in ((f"/orders/{no}/refunds", {"refund_amount": "1.00"}), (f"/orders/{no}/close", None),
+                       (f"/orders/{no}/sync", None)):
+        r = client.http.post(path, headers={**merchant.auth, **JSON}, body=json.dumps(body) if body else None)
+        assert r.status_code == 422 and json.loads(r.body)["error"]["code"] == "not_supported"
+
+
+def test_new_routes_need_the_token(client, merchant):
+    for path in ("/orders/X/refunds", "/orders/X/close", "/orders/X/sync", "/orders/X/app-result"):
+        assert client.http.post(path, headers=JSON, body="{}").status_code == 401
+
+
+def test_the_scheduled_reconciler_runs_one_pass(client, merchant):
+    order = create_order(client, merchant, total_amount="5.00")
+    event = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
+                                            resources=[])
+    summary = client.lambda_.invoke("reconcile", event).payload
+    assert summary["checked"] == 1 and summary["queried"] == 0  # created seconds ago: not due yet
+    assert get_order(client, merchant, order["out_trade_no"])[1]["status"] == "WAIT_BUYER_PAY"
