@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench run clean chromium
+.PHONY: test bench run clean chromium package wheelhouse
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,3 +29,22 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Deployment. `make wheelhouse` once (it needs PyPI); then `make package` works offline.
+STAGE ?= prod
+BUILD := build
+PYVERSION := $(shell $(PY) -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")' 2>/dev/null)
+
+wheelhouse: $(STAMP)
+	$(PY) -m pip download -q --disable-pip-version-check --only-binary=:all: --implementation cp \
+	  --python-version $(PYVERSION) --platform manylinux2014_x86_64 -d wheelhouse -r requirements.txt
+
+# Never reuse a deployment zip: chalice caches one, even one that a failed pip left empty.
+package: $(STAMP)
+	rm -rf .chalice/deployments $(BUILD)/$(STAGE)
+	mkdir -p $(BUILD)
+	$(PY) -m deploy.template $(STAGE) > $(BUILD)/merge-$(STAGE).json
+	if [ -d wheelhouse ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=$(CURDIR)/wheelhouse; fi; \
+	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage $(STAGE) \
+	  --merge-template $(BUILD)/merge-$(STAGE).json $(BUILD)/$(STAGE)
+	@echo "template: $(BUILD)/$(STAGE)/sam.json  package: $$(du -h $(BUILD)/$(STAGE)/deployment.zip | cut -f1)"
