@@ -8,6 +8,7 @@ import html
 import json
 
 import urllib3
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -28,7 +29,10 @@ class Shop:
 
     def __call__(self, environ, start_response):
         request = Request(environ)
-        endpoint, values = self.urls.bind_to_environ(environ).match()
+        try:
+            endpoint, values = self.urls.bind_to_environ(environ).match()
+        except HTTPException as error:  # a favicon, say
+            return error(environ, start_response)
         return getattr(self, "on_" + endpoint)(request, **values)(environ, start_response)
 
     def _api(self, method, path, body=None):
