@@ -192,7 +192,7 @@ class Stack:
                     **self.extra_env)
 
     def stop(self):
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes.values():

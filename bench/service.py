@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.parse
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from bench.timing import summary

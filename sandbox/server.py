@@ -247,7 +247,7 @@ class Sandbox:
         trade = self.trade(trade_id)
         if action == "cancel":
             back = trade.get("quit_url")  # H5 only: the PC cashier has nowhere to send the buyer
-            page = (f"<p id=cancelled>Payment cancelled.</p>"
+            page = ("<p id=cancelled>Payment cancelled.</p>"
                     + (f"<a id=back href='{html.escape(back)}'>Back to the shop</a>" if back else ""))
             return Response(f"<!doctype html><meta charset=utf-8><title>Cancelled</title>{page}", mimetype="text/html")
         if action != "pay":

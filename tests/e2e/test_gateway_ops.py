@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from chalicelib import settings
 from chalicelib.service import Backend, OrderService, utc_now

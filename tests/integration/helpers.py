@@ -1,7 +1,7 @@
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from tests.httpfake import FakeServer
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -36,28 +36,16 @@ class FakeMapi:
     def __init__(self):
         self.valid = set()
         self.calls = []
-        fake = self
+        self.fake = FakeServer(self._respond, "/gateway.do")
+        self.url = self.fake.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                query = parse_qs(urlparse(self.path).query)
-                notify_id = query.get("notify_id", [""])[0]
-                fake.calls.append(query)
-                ok = query.get("service") == ["notify_verify"] and notify_id in fake.valid
-                fake.valid.discard(notify_id)
-                body = b"true" if ok else b"false"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/gateway.do"
+    def _respond(self, method, path, body):
+        query = parse_qs(urlparse(path).query)
+        notify_id = query.get("notify_id", [""])[0]
+        self.calls.append(query)
+        ok = query.get("service") == ["notify_verify"] and notify_id in self.valid
+        self.valid.discard(notify_id)
+        return 200, b"true" if ok else b"false", "text/plain", 0
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.fake.close()

@@ -116,3 +116,22 @@ def test_secret_fetched_once_per_warm_container(merchant, aws, env):
     os.environ["SECRET_TTL_SECONDS"] = "0"
     OrderService(backend).merchant()
     assert len(calls) == 2
+
+
+def test_common_path_costs_one_dynamodb_round_trip(client, merchant, env):
+    """A create is one conditional put and a payment notification one transaction; no secret
+    fetch once the container is warm."""
+    backend = Backend()
+    calls = []
+    for name in ("dynamodb", "secretsmanager"):
+        real = backend.client(name)
+        real.meta.events.register("before-call", lambda model, **kw: calls.append(model.name))
+    service = OrderService(backend)
+    service.merchant()  # warm
+    calls.clear()
+    status, order = service.create_order("actor123", {"product": "app", "subject": "s", "total_amount": "1.00"},
+                                         None, "https://pay.example")
+    assert status == 201 and calls == ["PutItem"]
+    calls.clear()
+    answer = service.handle_notification(merchant.notification(order["out_trade_no"], "1.00"))
+    assert answer.outcome == "applied" and calls == ["TransactWriteItems"]

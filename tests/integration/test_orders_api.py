@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 
 import pytest
 
-from chalicelib.alipay import keys, signing
+from chalicelib.alipay import signing
 from chalicelib.alipay.errors import InvalidSignature
 from tests.integration.helpers import create_order, events, get_order, notify
 

@@ -1,8 +1,6 @@
 """The gateway client against a scripted HTTP server playing Alipay (its key: the vectors' node key)."""
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 import pytest
@@ -11,6 +9,7 @@ from chalicelib.alipay import aes, signing
 from chalicelib.alipay.client import GatewayClient, GatewayUnknown
 from chalicelib.alipay.errors import GatewayError, InvalidSignature
 from chalicelib.alipay.pay import AppCredentials
+from tests.httpfake import FakeServer
 from tests.vectorfiles import private_key, public_key
 
 ALIPAY = private_key("node_app_private_key_pkcs1.pem")
@@ -27,41 +26,23 @@ def signed(node, content, sign_first=False, extra=""):
 
 
 class Alipay:
-    """Answers each POST with the next scripted (status, body bytes, delay, content type)."""
+    """Answers each POST with the next scripted (status, body bytes, content type, delay)."""
 
     def __init__(self, script):
-        self.script, self.requests = list(script), []
-        fake = self
+        self.script = list(script)
+        self.fake = FakeServer(lambda method, path, body: self.script.pop(0), "/gateway.do")
+        self.url = self.fake.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                fake.requests.append((self.headers["Content-Type"], body))
-                status, data, delay, content_type = fake.script.pop(0)
-                time.sleep(delay)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/gateway.do"
+    @property
+    def requests(self):
+        return [(content_type, body) for _, _, content_type, body in self.fake.requests]
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.fake.close()
 
 
 def answer(body, status=200, delay=0.0, content_type="application/json;charset=utf-8"):
-    return status, body.encode("utf-8") if isinstance(body, str) else body, delay, content_type
+    return status, body.encode("utf-8") if isinstance(body, str) else body, content_type, delay
 
 
 @pytest.fixture

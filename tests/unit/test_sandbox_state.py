@@ -1,8 +1,8 @@
 """The sandbox's memory and its delivery rules, in-process."""
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 
 from sandbox.server import RETRY_SCHEDULE, Sandbox
+from tests.httpfake import FakeServer
 
 
 def test_state_survives_a_restart_and_reset_keeps_registrations(tmp_path):
@@ -23,24 +23,14 @@ class Merchant:
     """A notify_url that answers what it is told to, and counts."""
 
     def __init__(self, answers):
-        self.answers, self.seen = list(answers), []
-        merchant = self
+        self.answers = list(answers)
+        self.fake = FakeServer(lambda method, path, body: (
+            200, (self.answers.pop(0) if self.answers else "success").encode(), "text/plain", 0), "/notify")
+        self.url = self.fake.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                merchant.seen.append(self.rfile.read(int(self.headers["Content-Length"])))
-                body = (merchant.answers.pop(0) if merchant.answers else "success").encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/notify"
+    @property
+    def seen(self):
+        return self.fake.requests
 
 
 def test_anything_but_exactly_success_is_retried_on_the_scaled_schedule():
@@ -52,7 +42,7 @@ def test_anything_but_exactly_success_is_retried_on_the_scaled_schedule():
         sandbox.deliver_due()
     assert [a["body"] for a in entry["attempts"]] == ["success ", "SUCCESS", "<html>ok</html>", "success"]
     assert entry["done"] and len(merchant.seen) == 4
-    merchant.server.shutdown()
+    merchant.fake.close()
 
 
 def test_retries_stop_after_the_schedule_and_wait_between_attempts():
@@ -62,10 +52,10 @@ def test_retries_stop_after_the_schedule_and_wait_between_attempts():
     entry = sandbox.queue(trade, ({"notify_id": "n1"}, ("a=b", "x/y")), "test")
     sandbox.deliver_due()
     sandbox.deliver_due()  # not due: the first retry waits 4 minutes
-    assert len(entry["attempts"]) == 1 and entry["next_at"] > __import__("time").time() + 200
+    assert len(entry["attempts"]) == 1 and entry["next_at"] > time.time() + 200
     sandbox.time_factor = 0.0
     for _ in range(len(RETRY_SCHEDULE) + 3):
         entry["next_at"] = 0
         sandbox.deliver_due()
     assert len(entry["attempts"]) == len(RETRY_SCHEDULE) + 1 and entry["gave_up"] and not entry["done"]
-    merchant.server.shutdown()
+    merchant.fake.close()
