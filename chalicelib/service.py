@@ -113,10 +113,6 @@ class OrderService:
         request_hash = _request_hash(request)
         now = self.clock()
         epoch = int(now.timestamp())
-        if idempotency_key:
-            record = self.store.get_idempotency(actor, idempotency_key, epoch)
-            if record:
-                return self._replay(record["out_trade_no"], request_hash, merchant, base_url)
         out_trade_no = request.get("out_trade_no") or _new_out_trade_no(now)
         order = {
             "out_trade_no": out_trade_no, "status": orders.WAIT_BUYER_PAY, "product": request["product"],
@@ -127,7 +123,7 @@ class OrderService:
             "version": 0,
         }
         idempotency = (actor, idempotency_key, request_hash, epoch + IDEMPOTENCY_TTL_SECONDS) if idempotency_key else None
-        try:
+        try:  # one conditional write; only a lost condition costs a read
             self.store.create_order(order, idempotency, now_epoch=epoch)
         except ConditionFailed:
             if idempotency_key:
@@ -187,15 +183,10 @@ class OrderService:
     # ---- read --------------------------------------------------------------------------
 
     def get_order(self, out_trade_no):
-        order, events = self.store.get_order_and_events(_checked_out_trade_no(out_trade_no))
-        if order is None:
-            raise NotFound(f"no order {out_trade_no}")
-        return order_view(order, events)
+        return order_view(*self._order_and_events(out_trade_no))
 
     def list_events(self, out_trade_no):
-        order, events = self.store.get_order_and_events(_checked_out_trade_no(out_trade_no))
-        if order is None:
-            raise NotFound(f"no order {out_trade_no}")
+        order, events = self._order_and_events(out_trade_no)
         created = {"at": order["created_at"], "source": "api", "type": "created", "actor": order.get("actor"), "seq": 0}
         # seq is the order's version when the event happened: timestamps of racing writers may tie.
         trail = sorted([created] + events, key=lambda e: (int(e.get("seq", 0)), e["at"]))

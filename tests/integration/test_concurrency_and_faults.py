@@ -135,3 +135,7 @@ def test_common_path_costs_one_dynamodb_round_trip(client, merchant, env):
     calls.clear()
     answer = service.handle_notification(merchant.notification(order["out_trade_no"], "1.00"))
     assert answer.outcome == "applied" and calls == ["TransactWriteItems"]
+    calls.clear()
+    status, _ = service.create_order("actor123", {"product": "app", "subject": "s", "total_amount": "1.00"},
+                                     "idem-1", "https://pay.example")
+    assert status == 201 and calls == ["TransactWriteItems"]  # the key and the order, one transaction
