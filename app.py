@@ -30,6 +30,8 @@ def service(context=None):
 
 
 def _error(error):
+    if error.status >= 500:  # ours to look at (gateway refused, AWS down): say so in the log
+        log_event(event="error", status=error.status, code=error.code, reason=error.message)
     body = {"code": error.code, "message": error.message}
     if error.field and error.status == 400:
         body["field"] = error.field
