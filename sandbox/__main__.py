@@ -1,4 +1,4 @@
-"""python -m sandbox serve|trigger|reset  (see --help)."""
+"""python -m sandbox [serve] | trigger | reset  (see --help)."""
 import argparse
 import json
 import logging
@@ -67,6 +67,9 @@ def main(argv=None):
     r = commands.add_parser("reset", help="forget trades and notifications")
     r.add_argument("--url", default="http://127.0.0.1:8001")
     r.set_defaults(run=reset)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-"):
+        argv = ["serve", *argv]  # `python -m sandbox` serves
     args = parser.parse_args(argv)
     return args.run(args)
 

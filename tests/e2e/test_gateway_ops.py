@@ -208,3 +208,14 @@ def test_reconciler_settles_a_refund_of_unknown_outcome(api, stack):
     final = api.order(no)
     assert final["refunds"][0]["status"] == "REFUND_SUCCESS" and final["refunded_amount"] == "3.00"
     assert set(summary) >= {"checked", "queried", "paid", "closed", "refunds_settled", "errors"}
+
+
+def test_a_20000_answer_is_retried_once_with_the_same_request(api):
+    order = api.create("page", total_amount="9.00")
+    api.open_cashier(order)
+    switch(api, "alipay.trade.query", fail_20000=1)
+    status, view = post(api, f"/orders/{order['out_trade_no']}/sync")
+    assert status == 200 and view["status"] == "WAIT_BUYER_PAY"
+    switch(api, "alipay.trade.query", fail_20000=2)
+    status, answer = post(api, f"/orders/{order['out_trade_no']}/sync")
+    assert status == 502 and answer["error"]["code"] == "gateway_error"
