@@ -60,11 +60,9 @@ class Report:
 
 @dataclass(frozen=True)
 class Change:
-    """A change to apply: a transition and/or a new refunded total, plus anomalies to record."""
+    """A change to apply (a transition, or a refund that keeps TRADE_SUCCESS), plus anomalies."""
     from_status: str
     to_status: str
-    refunded_amount: Optional[Decimal] = None
-    refund_increment: Optional[Decimal] = None
     anomalies: tuple = field(default_factory=tuple)
 
     @property
@@ -103,24 +101,36 @@ def decide(order, report):
 
 
 def _decide_refund(order, report):
-    """Partial refunds keep TRADE_SUCCESS; a full refund closes. refunded_amount is the largest
-    cumulative refund_fee reported, never a sum of notifications."""
+    """Partial refunds keep TRADE_SUCCESS; a full refund closes. A cumulative refund_fee no larger
+    than what the order shows is old news (refund notifications are never summed)."""
     fee = report.refund_fee
     if fee is None or fee <= 0:
         return Refused("refund_without_refund_fee")
     if fee > order.total_amount:
         return Refused("refund_exceeds_total")
-    if order.status != TRADE_SUCCESS:
+    if order.status != TRADE_SUCCESS or report.trade_status not in (TRADE_SUCCESS, TRADE_CLOSED):
         return Unchanged("stale")
     if fee <= order.refunded_amount and report.trade_status == TRADE_SUCCESS:
         return Unchanged("duplicate")
-    increment = max(fee - order.refunded_amount, Decimal("0"))
-    refunded = max(fee, order.refunded_amount)
-    if report.trade_status == TRADE_CLOSED:
-        return Change(TRADE_SUCCESS, TRADE_CLOSED, refunded_amount=refunded, refund_increment=increment)
-    if report.trade_status == TRADE_SUCCESS:
-        return Change(TRADE_SUCCESS, TRADE_SUCCESS, refunded_amount=refunded, refund_increment=increment)
-    return Unchanged("stale")
+    return Change(TRADE_SUCCESS, report.trade_status)
+
+
+@dataclass(frozen=True)
+class RefundTotals:
+    """An order's refund arithmetic: what it shows, what our refunds returned, what is reserved."""
+    refunded: Decimal
+    succeeded: Decimal = Decimal(0)
+    pending: Decimal = Decimal(0)
+
+
+def settle_refund(totals, amount, was_pending, already_succeeded, reported_fee=None, failed=False):
+    """The totals after one refund's outcome. refunded is the larger of the largest cumulative
+    refund_fee Alipay reported and the sum of our successful refunds: never a sum of reports."""
+    pending = totals.pending - (amount if was_pending else 0)
+    if failed:
+        return RefundTotals(totals.refunded, totals.succeeded, pending)
+    succeeded = totals.succeeded + (0 if already_succeeded else amount)
+    return RefundTotals(max(totals.refunded, succeeded, reported_fee or 0), succeeded, pending)
 
 
 def likely_state(report, product="page"):

@@ -426,29 +426,29 @@ class OrderService:
                 return
             if record is not None:
                 amount = parse_reported_amount(record["refund_amount"])
-            else:
+            else:  # a refund we never started (the merchant console): what the report adds
                 amount = max((reported_fee or Decimal(0)) - refunded, Decimal(0))
-            pending = _decimal(order.get("refunds_pending"))
-            if record is not None and record["status"] == REFUND_PENDING:
-                pending -= amount
+            totals = orders.settle_refund(
+                orders.RefundTotals(refunded, _decimal(order.get("refunds_succeeded")),
+                                    _decimal(order.get("refunds_pending"))),
+                amount, was_pending=record is not None and record["status"] == REFUND_PENDING,
+                already_succeeded=done, reported_fee=reported_fee, failed=failed)
             now = iso(self.clock())
-            updates = {"refunds_pending": pending, "updated_at": now,
-                       "waiting": "REFUND" if pending > 0 else None}
+            updates = {"refunds_pending": totals.pending, "refunds_succeeded": totals.succeeded,
+                       "refunded_amount": totals.refunded, "updated_at": now,
+                       "waiting": "REFUND" if totals.pending > 0 else None}
             new_record = dict(record or {"at": now, "source": source, "type": "refund",
                                          "out_request_no": out_request_no, "refund_amount": format_amount(amount)},
                               status=REFUND_FAILED if failed else REFUND_SUCCESS)
             if notify_id:
                 new_record["notify_id"] = notify_id
             events_to_add = []
-            if not failed:
-                succeeded = _decimal(order.get("refunds_succeeded")) + (Decimal(0) if done else amount)
-                refunded = max(refunded, succeeded, reported_fee or Decimal(0))
-                updates.update(refunds_succeeded=succeeded, refunded_amount=refunded)
-                if order["status"] == orders.TRADE_SUCCESS and (close or refunded >= order["total_amount"]):
-                    updates["status"] = orders.TRADE_CLOSED
-                    events_to_add.append((f"{source}#{notify_id or out_request_no}#{orders.TRADE_CLOSED}", {
-                        "at": now, "source": source, "type": "transition", "from": orders.TRADE_SUCCESS,
-                        "to": orders.TRADE_CLOSED, "notify_id": notify_id}))
+            full = totals.refunded >= order["total_amount"]
+            if not failed and order["status"] == orders.TRADE_SUCCESS and (close or full):
+                updates["status"] = orders.TRADE_CLOSED
+                events_to_add.append((f"{source}#{notify_id or out_request_no}#{orders.TRADE_CLOSED}", {
+                    "at": now, "source": source, "type": "transition", "from": orders.TRADE_SUCCESS,
+                    "to": orders.TRADE_CLOSED, "notify_id": notify_id}))
             try:
                 self.store.apply_change(out_trade_no, state, updates, events_to_add,
                                         records=[(f"refund#{out_request_no}", new_record)])

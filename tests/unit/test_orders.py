@@ -53,26 +53,20 @@ def test_amount_compared_as_decimal_and_mismatch_refused():
     assert decide(None, report(TRADE_SUCCESS)) == Refused("unknown_order")
 
 
-def test_partial_refund_keeps_success_and_takes_the_cumulative_fee():
-    first = decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="10.00"))
-    assert first == Change(TRADE_SUCCESS, TRADE_SUCCESS, refunded_amount=Decimal("10.00"),
-                           refund_increment=Decimal("10.00"))
-    second = decide(state(TRADE_SUCCESS, refunded="10.00"), report(TRADE_SUCCESS, refund_fee="25.00"))
-    assert second.refunded_amount == Decimal("25.00") and second.refund_increment == Decimal("15.00")
+def test_partial_refund_keeps_success_and_full_refund_closes():
+    assert decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="10.00")) == \
+        Change(TRADE_SUCCESS, TRADE_SUCCESS)
+    assert decide(state(TRADE_SUCCESS, refunded="10.00"), report(TRADE_CLOSED, refund_fee="88.80")) == \
+        Change(TRADE_SUCCESS, TRADE_CLOSED)
+    assert decide(state(TRADE_SUCCESS), report(TRADE_CLOSED)) == Unchanged("stale")  # a close is no refund
 
 
-def test_refund_notifications_are_never_summed():
+def test_refund_reports_not_above_what_the_order_shows_are_duplicates():
     # The same cumulative fee again, or an older smaller one arriving late: nothing changes.
     assert decide(state(TRADE_SUCCESS, refunded="25.00"), report(TRADE_SUCCESS, refund_fee="25.00")) == \
         Unchanged("duplicate")
     assert decide(state(TRADE_SUCCESS, refunded="25.00"), report(TRADE_SUCCESS, refund_fee="10.00")) == \
         Unchanged("duplicate")
-
-
-def test_full_refund_closes_and_is_not_a_timeout_close():
-    change = decide(state(TRADE_SUCCESS, refunded="10.00"), report(TRADE_CLOSED, refund_fee="88.80"))
-    assert change == Change(TRADE_SUCCESS, TRADE_CLOSED, refunded_amount=Decimal("88.80"),
-                            refund_increment=Decimal("78.80"))
 
 
 def test_refund_beyond_the_total_or_on_an_unpaid_order():
@@ -83,6 +77,29 @@ def test_refund_beyond_the_total_or_on_an_unpaid_order():
 def test_a_refund_is_never_taken_for_a_second_payment():
     change = decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="1.00"))
     assert change.to_status == TRADE_SUCCESS and not change.is_transition
+
+
+D = Decimal
+
+
+def test_refunded_amount_is_the_larger_of_reported_and_our_successes_never_a_sum():
+    start = orders.RefundTotals(refunded=D("0"), succeeded=D("0"), pending=D("10"))
+    ours = orders.settle_refund(start, D("10"), was_pending=True, already_succeeded=False)
+    assert ours == orders.RefundTotals(D("10"), D("10"), D("0"))
+    # Alipay's notification of the same refund reports cumulative 10: nothing is added.
+    assert orders.settle_refund(ours, D("10"), was_pending=False, already_succeeded=True,
+                                reported_fee=D("10")) == ours
+    # A refund made elsewhere (console) reported as cumulative 15: the report wins.
+    console = orders.settle_refund(ours, D("5"), was_pending=False, already_succeeded=False, reported_fee=D("15"))
+    assert console.refunded == D("15")
+    # Reports are never summed: two reports of 15 leave 15.
+    assert orders.settle_refund(console, D("0"), False, True, reported_fee=D("15")).refunded == D("15")
+
+
+def test_a_failed_refund_releases_its_reservation_and_refunds_nothing():
+    start = orders.RefundTotals(refunded=D("5"), succeeded=D("5"), pending=D("3"))
+    assert orders.settle_refund(start, D("3"), was_pending=True, already_succeeded=False, failed=True) == \
+        orders.RefundTotals(D("5"), D("5"), D("0"))
 
 
 def test_likely_state_guesses_the_common_predecessor():
