@@ -91,7 +91,8 @@ def test_md5_for_an_openapi_order_is_refused(client, merchant, order):
     assert_unchanged(client, merchant, order["out_trade_no"])
 
 
-@pytest.mark.parametrize("body", [b"garbage", b"=x&a=b", b"", b"charset=utf-8&subject=%FF%FE"])
+@pytest.mark.parametrize("body", [b"garbage", b"=x&a=b", b"", b"charset=utf-8&subject=%FF%FE",
+                                  b"charset=big5&subject=%A4%A4", b"charset=%FF&a=b"])
 def test_malformed_bodies_are_refused(client, merchant, body):
     assert notify(client, body)[:2] == (400, "failure")
 

@@ -106,6 +106,13 @@ def test_invalid_fields_are_400_naming_the_field_and_store_nothing(client, merch
     assert aws["dynamodb"].scan(TableName=env["ORDERS_TABLE"])["Items"] == []
 
 
+def test_huge_body_is_400_and_stores_nothing(client, merchant, aws, env):
+    body = json.dumps({"product": "page", "subject": "s", "total_amount": "1.00", "body": "x" * 70000})
+    r = client.http.post("/orders", headers={**merchant.auth, **JSON}, body=body)
+    assert r.status_code == 400 and json.loads(r.body)["error"]["field"] == "body"
+    assert aws["dynamodb"].scan(TableName=env["ORDERS_TABLE"])["Items"] == []
+
+
 def test_malformed_json_and_bad_idempotency_key_are_400(client, merchant):
     r = client.http.post("/orders", headers={**merchant.auth, **JSON}, body="{not json")
     assert r.status_code == 400 and json.loads(r.body)["error"]["field"] == "body"
