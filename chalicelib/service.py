@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,11 +62,14 @@ class Backend:
 
     def __init__(self):
         self._clients = {}
+        self._lock = threading.Lock()  # boto3's default session is not safe to create clients from in parallel
         self.merchants = MerchantSource(lambda: self.client("secretsmanager"))
 
     def client(self, name):
         if name not in self._clients:
-            self._clients[name] = boto3.client(name, config=_BOTO_CONFIG)
+            with self._lock:
+                if name not in self._clients:
+                    self._clients[name] = boto3.client(name, config=_BOTO_CONFIG)
         return self._clients[name]
 
 
