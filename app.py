@@ -7,7 +7,6 @@ from urllib.parse import urlencode
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import settings
 from chalicelib.errors import InvalidRequest, ServiceError, Unavailable
 from chalicelib.service import Backend, OrderService, log_event
 
@@ -61,9 +60,9 @@ def _json_body():
         raise InvalidRequest("the body is not JSON", "body") from None
 
 
-def _base_url():
+def _base_url(svc):
     """Where Alipay and browsers reach us: PUBLIC_BASE_URL, else derived from the request."""
-    configured = settings.load().public_base_url
+    configured = svc.settings.public_base_url
     if configured:
         return configured
     request = app.current_request
@@ -87,7 +86,7 @@ def health():
 @merchant_route
 def create_order(svc, actor):
     status, order = svc.create_order(actor, _json_body(), app.current_request.headers.get("idempotency-key"),
-                                     _base_url())
+                                     _base_url(svc))
     return Response(order, status_code=status)
 
 
@@ -170,12 +169,13 @@ def notify_function(event, context):
 def alipay_return():
     request = app.current_request
     query = {name: request.query_params.getlist(name) for name in (request.query_params or {})}
+    svc = service()
     try:
-        out_trade_no, order = service().handle_return(query)
+        out_trade_no, order = svc.handle_return(query)
     except ServiceError as error:
         return _error(error)
     status = order["status"] if order else "UNKNOWN"
-    target = settings.load().return_redirect_url
+    target = svc.settings.return_redirect_url
     if target:
         joiner = "&" if "?" in target else "?"
         location = f"{target}{joiner}{urlencode({'out_trade_no': out_trade_no, 'status': status})}"

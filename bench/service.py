@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from bench.timing import summary
-from tests.support import Merchant, MotoServer, aws_environment
+from devstack import MotoServer, aws_environment
+from tests.support import Merchant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE, SECRET = "bench-orders", "bench/merchant"

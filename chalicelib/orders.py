@@ -20,7 +20,6 @@ TRADE_SUCCESS = "TRADE_SUCCESS"
 TRADE_FINISHED = "TRADE_FINISHED"
 TRADE_CLOSED = "TRADE_CLOSED"
 STATUSES = (WAIT_BUYER_PAY, TRADE_SUCCESS, TRADE_FINISHED, TRADE_CLOSED)
-TERMINAL = frozenset({TRADE_FINISHED, TRADE_CLOSED})
 PAID = frozenset({TRADE_SUCCESS, TRADE_FINISHED})
 
 # (from, to) -> what must be true of the change for the edge to apply.
@@ -64,10 +63,6 @@ class Change:
     from_status: str
     to_status: str
     anomalies: tuple = field(default_factory=tuple)
-
-    @property
-    def is_transition(self):
-        return self.from_status != self.to_status
 
 
 @dataclass(frozen=True)

@@ -328,13 +328,17 @@ class OrderService:
     def _refuse(self, note, reason, state):
         """A verified notification that contradicts the order: anomaly recorded, nothing changed.
         For an order we do not have (state None) it is logged, not stored."""
-        known = state is not None
-        if known:
-            self.store.add_event(note.out_trade_no, f"anomaly#{note.notify_id}#{reason}", {
-                "at": iso(self.clock()), "source": "notify", "type": "anomaly", "reason": reason,
-                "notify_id": note.notify_id}, seq=state.version)
+        if state is not None:
+            self._record_anomaly(note.out_trade_no, reason, "notify", state, note.notify_id)
         return self._answer(422, reason, out_trade_no=note.out_trade_no, notify_id=note.notify_id,
-                            stored=known)
+                            stored=state is not None)
+
+    def _record_anomaly(self, out_trade_no, reason, source, state, notify_id=None):
+        """A report that was refused: one event, which a redelivery of the same report does not repeat."""
+        tag = notify_id or f"{source}#v{state.version}"
+        self.store.add_event(out_trade_no, f"anomaly#{tag}#{reason}", {
+            "at": iso(self.clock()), "source": source, "type": "anomaly", "reason": reason,
+            "notify_id": notify_id}, seq=state.version)
 
     @staticmethod
     def _answer(status, outcome, **details):
@@ -500,9 +504,10 @@ class OrderService:
             raise OrderNotClosable(f"order {out_trade_no} was paid meanwhile ({order['status']})")
         return order_view(order, events)
 
-    def sync(self, out_trade_no, source="query", timeouts=None):
-        """alipay.trade.query, then the transition a notification would make (contract)."""
-        order = self._openapi_order(out_trade_no)
+    def sync(self, out_trade_no, source="query", timeouts=None, order=None):
+        """alipay.trade.query, then the transition a notification would make (contract).
+        `order`: the order as the caller just read it, so that it is not read again."""
+        order = order or self._openapi_order(out_trade_no)
         connect, read = timeouts or (None, self.settings.gateway_read_timeout)
         try:
             client = self.gateway()
@@ -520,8 +525,7 @@ class OrderService:
             kind, detail = self._apply_report(observed, order_state(order), False, source)
             if kind == "refused":
                 reason, state = detail
-                self.store.add_event(out_trade_no, f"anomaly#{source}#v{state.version}#{reason}", {
-                    "at": iso(self.clock()), "source": source, "type": "anomaly", "reason": reason}, seq=state.version)
+                self._record_anomaly(out_trade_no, reason, source, state)
             log_event(event="sync", out_trade_no=out_trade_no, source=source, outcome=kind, detail=str(detail))
         order, events = self._order_and_events(out_trade_no)
         return order_view(order, events)
@@ -586,7 +590,7 @@ class OrderService:
             if not (due or expired):
                 continue
             try:
-                view = self.sync(out_trade_no, "reconcile")
+                view = self.sync(out_trade_no, "reconcile", order=order)
                 summary["queried"] += 1
                 if view["status"] in orders.PAID:
                     summary["paid"] += 1
@@ -599,13 +603,15 @@ class OrderService:
             except (GatewayFailure, OrderNotClosable) as error:
                 summary["errors"] += 1
                 log_event(event="reconcile", out_trade_no=out_trade_no, outcome="error", reason=error.message)
+        client = None
         for out_trade_no in self.store.waiting_orders("REFUND"):
-            order, events = self.store.get_order_and_events(out_trade_no)
+            _, events = self.store.get_order_and_events(out_trade_no)
             for record in events:
                 if record.get("type") != "refund" or record.get("status") != REFUND_PENDING:
                     continue
+                client = client or self.gateway()
                 try:
-                    if self._settle_by_query(self.gateway(), out_trade_no, record["out_request_no"], "reconcile"):
+                    if self._settle_by_query(client, out_trade_no, record["out_request_no"], "reconcile"):
                         summary["refunds_settled"] += 1
                 except (GatewayError, InvalidSignature) as error:
                     summary["errors"] += 1
@@ -635,7 +641,7 @@ class OrderService:
         if order is not None and order["status"] == orders.WAIT_BUYER_PAY and order["product"] != "legacy":
             # The notification may not be here yet: ask Alipay, briefly (the buyer is waiting).
             try:
-                order = self.sync(out_trade_no, "return", timeouts=RETURN_QUERY_TIMEOUTS)
+                order = self.sync(out_trade_no, "return", timeouts=RETURN_QUERY_TIMEOUTS, order=order)
             except (GatewayFailure, Unavailable) as error:
                 log_event(event="return", outcome="query_failed", out_trade_no=out_trade_no, reason=error.message)
         log_event(event="return", outcome="verified", out_trade_no=out_trade_no)
@@ -664,8 +670,7 @@ def validate_create(body):
             raise InvalidRequest("out_trade_no must match [A-Za-z0-9_]{1,64}", "out_trade_no")
         request["out_trade_no"] = out_trade_no
     timeout_express = body.get("timeout_express", "30m")
-    match = _TIMEOUT_EXPRESS.match(timeout_express) if isinstance(timeout_express, str) else None
-    if not match or not 1 <= int(match.group(1)) * _TIMEOUT_MINUTES[match.group(2)] <= 15 * 1440:
+    if not 60 <= timeout_seconds(timeout_express) <= 15 * 86400:
         raise InvalidRequest("timeout_express must be 1m to 15d, such as 30m, 2h or 1d", "timeout_express")
     request["timeout_express"] = timeout_express
     for name, limit in _OPTIONAL_TEXT.items():
@@ -728,8 +733,9 @@ def observation_from_query(fields):
 
 
 def timeout_seconds(timeout_express):
-    match = _TIMEOUT_EXPRESS.match(timeout_express)
-    return int(match.group(1)) * _TIMEOUT_MINUTES[match.group(2)] * 60
+    """Seconds in a `timeout_express` such as 30m, 2h or 1d; 0 for anything else."""
+    match = _TIMEOUT_EXPRESS.match(timeout_express) if isinstance(timeout_express, str) else None
+    return int(match.group(1)) * _TIMEOUT_MINUTES[match.group(2)] * 60 if match else 0
 
 
 def _parse_iso(text):

@@ -10,7 +10,6 @@ Correctness rests on conditions, not on reads: every write is conditional, and a
 order is one transaction whose conditions are the state it was decided from. If another writer
 got there first the condition fails, the caller re-reads and decides again.
 """
-from decimal import Decimal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -254,7 +253,3 @@ def ensure_table(client, table):
                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
         done.append(f"enabled TTL on {TTL_ATTRIBUTE}")
     return done or ["table is up to date"]
-
-
-def as_decimal(value):
-    return value if isinstance(value, Decimal) else Decimal(str(value))

@@ -8,7 +8,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chalicelib.alipay import keys, pay, signing
-from devstack import MotoServer, aws_environment  # noqa: F401  (tests import them from here)
 
 
 def new_key():

@@ -7,7 +7,8 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import store
-from tests.support import Merchant, MotoServer, aws_environment, set_environment
+from devstack import MotoServer, aws_environment
+from tests.support import Merchant, set_environment
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _counter = itertools.count()

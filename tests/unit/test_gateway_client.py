@@ -1,6 +1,5 @@
 """The gateway client against a scripted HTTP server playing Alipay (its key: the vectors' node key)."""
 import json
-import time
 from urllib.parse import parse_qsl
 
 import pytest
@@ -125,16 +124,14 @@ def test_20000_twice_is_unknown(gateway):
 
 
 def test_timeout_is_unknown_and_bounded_by_the_time_left(gateway):
+    # The answer comes after 3 s and is valid: only a timeout that works turns it into GatewayUnknown.
     _, client = gateway(answer(signed("alipay_trade_query_response", QUERY_OK), delay=3), read_timeout=0.5)
-    started = time.monotonic()
     with pytest.raises(GatewayUnknown):
         client.query("T1")
-    assert time.monotonic() - started < 2.5
+    # With the default 8 s read timeout, 1.2 s left in the invocation is what cuts the wait.
     _, short = gateway(answer(signed("alipay_trade_query_response", QUERY_OK), delay=3), time_left=lambda: 1.2)
-    started = time.monotonic()
     with pytest.raises(GatewayUnknown):
         short.query("T1")
-    assert time.monotonic() - started < 1.5  # the Lambda's remaining time caps the wait
     _, none_left = gateway(time_left=lambda: 0.3)
     with pytest.raises(GatewayUnknown, match="no time left"):
         none_left.query("T1")

@@ -76,7 +76,7 @@ def test_refund_beyond_the_total_or_on_an_unpaid_order():
 
 def test_a_refund_is_never_taken_for_a_second_payment():
     change = decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="1.00"))
-    assert change.to_status == TRADE_SUCCESS and not change.is_transition
+    assert (change.from_status, change.to_status) == (TRADE_SUCCESS, TRADE_SUCCESS)
 
 
 D = Decimal
@@ -106,8 +106,3 @@ def test_likely_state_guesses_the_common_predecessor():
     assert orders.likely_state(report(TRADE_SUCCESS)).status == WAIT_BUYER_PAY
     assert orders.likely_state(report(TRADE_FINISHED)).status == TRADE_SUCCESS
     assert orders.likely_state(report(TRADE_CLOSED)).status == WAIT_BUYER_PAY
-
-
-def test_every_edge_is_exercised_above():
-    kinds = set(orders.EDGES.values())
-    assert kinds == {"payment", "close", "any", "full_refund", "paid_after_local_close"}
