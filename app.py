@@ -3,12 +3,15 @@ import base64
 import functools
 import html
 import json
+import re
+import uuid
 from urllib.parse import urlencode
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib.errors import InvalidRequest, ServiceError, Unavailable
-from chalicelib.service import Backend, OrderService, log_event
+from chalicelib.errors import InternalError, InvalidRequest, ServiceError, Unavailable
+from chalicelib.service import Backend, Context, create, lifecycle, log, log_event, notifications, reconcile as passes
+from chalicelib.service import refunds, returns
 
 app = Chalice(app_name="chalice-alipay")
 
@@ -18,51 +21,118 @@ _backend = None
 
 
 def service(context=None):
-    """The use cases, over clients created once per container (lazily: cold start pays only
-    for what the first request needs). Gateway calls never outlast the invocation."""
+    """The use cases' context, over clients created once per container (lazily: cold start pays
+    only for what the first request needs). Gateway calls never outlast the invocation."""
     global _backend
     if _backend is None:
         _backend = Backend()
     context = context or getattr(app, "lambda_context", None)
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return OrderService(_backend, time_left=(lambda: remaining() / 1000) if remaining else None)
+    return Context(_backend, time_left=(lambda: remaining() / 1000) if remaining else None)
+
+
+def _request_id():
+    context = getattr(app, "lambda_context", None)
+    return getattr(context, "aws_request_id", None) or uuid.uuid4().hex
 
 
 def _error(error):
-    if error.status >= 500:  # ours to look at (gateway refused, AWS down): say so in the log
-        log_event(event="error", status=error.status, code=error.code, reason=error.message)
-    body = {"code": error.code, "message": error.message}
+    """The contract's JSON error, mapped from the failure kind in this one place."""
+    body = {"code": error.code, "message": error.public_message, **error.details}
+    if error.status >= 500:  # ours to look at (gateway refused, AWS down): the full reason goes to the log
+        body["request_id"] = _request_id()
+        log_event(event="error", status=error.status, code=error.code, reason=error.message,
+                  request_id=body["request_id"])
     if error.field and error.status == 400:
         body["field"] = error.field
     return Response({"error": body}, status_code=error.status, headers={"Content-Type": "application/json"})
 
 
-def merchant_route(handler):
-    """Bearer token first, then the handler; ServiceError -> the contract's JSON error."""
+def _defect(error):
+    """An exception nobody expected: a 500 in our shape, the traceback in the log, never the detail."""
+    request_id = _request_id()
+    log.exception(json.dumps({"event": "defect", "request_id": request_id, "error": type(error).__name__}))
+    return request_id
+
+
+def guarded(handler):
+    """ServiceError -> the contract's JSON error; anything else -> 500 internal_error."""
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
-            svc = service()
-            actor = svc.authorize(app.current_request.headers.get("authorization"))
-            return handler(svc, actor, *args, **kwargs)
+            return handler(*args, **kwargs)
         except ServiceError as error:
             return _error(error)
+        except Exception as error:  # noqa: BLE001 - the edge: nothing escapes as Chalice's own 500
+            _defect(error)
+            return _error(InternalError(type(error).__name__))
     return wrapped
 
 
+def merchant_route(handler):
+    """Bearer token first, then the handler."""
+    @guarded
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        ctx = service()
+        actor = ctx.authorize(app.current_request.headers.get("authorization"))
+        return handler(ctx, actor, *args, **kwargs)
+    return wrapped
+
+
+MAX_JSON_DEPTH = 16
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
 def _json_body():
+    """The request's JSON, bounded before it is parsed (size, then nesting), and refused when any
+    text in it is not valid Unicode (a lone surrogate such as "\\ud800" cannot be signed or stored)."""
     raw = app.current_request.raw_body or b""
     if len(raw) > MAX_JSON_BYTES:
         raise InvalidRequest(f"the body is over {MAX_JSON_BYTES} bytes", "body")
+    if _nesting(raw) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"the body is nested deeper than {MAX_JSON_DEPTH} levels", "body")
     try:
-        return json.loads(raw or b"null")
+        body = json.loads(raw or b"null")
     except ValueError:
         raise InvalidRequest("the body is not JSON", "body") from None
+    field = _invalid_text(body)
+    if field is not None:
+        raise InvalidRequest("the text is not valid Unicode (a lone surrogate)", field or "body")
+    return body
 
 
-def _base_url(svc):
+def _nesting(raw):
+    """How deep the brackets of a JSON text go, strings left out: a cheap scan, no recursion."""
+    depth = deepest = 0
+    for bracket in _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _invalid_text(value, field=""):
+    """The top-level field that holds text which is not valid Unicode, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return field
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _invalid_text(key) is not None:
+            return field or "body"
+        found = _invalid_text(item, field or (key if isinstance(key, str) else "body"))
+        if found is not None:
+            return found
+    return None
+
+
+def _base_url(ctx):
     """Where Alipay and browsers reach us: PUBLIC_BASE_URL, else derived from the request."""
-    configured = svc.settings.public_base_url
+    configured = ctx.settings.public_base_url
     if configured:
         return configured
     request = app.current_request
@@ -84,53 +154,53 @@ def health():
 
 @app.route("/orders", methods=["POST"])
 @merchant_route
-def create_order(svc, actor):
-    status, order = svc.create_order(actor, _json_body(), app.current_request.headers.get("idempotency-key"),
-                                     _base_url(svc))
+def create_order(ctx, actor):
+    status, order = create.create_order(ctx, actor, _json_body(), app.current_request.headers.get("idempotency-key"),
+                                        _base_url(ctx))
     return Response(order, status_code=status)
 
 
 @app.route("/orders/{out_trade_no}", methods=["GET"])
 @merchant_route
-def get_order(svc, actor, out_trade_no):
-    return svc.get_order(out_trade_no)
+def get_order(ctx, actor, out_trade_no):
+    return lifecycle.get_order(ctx, out_trade_no)
 
 
 @app.route("/orders/{out_trade_no}/events", methods=["GET"])
 @merchant_route
-def order_events(svc, actor, out_trade_no):
-    return {"events": svc.list_events(out_trade_no)}
+def order_events(ctx, actor, out_trade_no):
+    return {"events": lifecycle.list_events(ctx, out_trade_no)}
 
 
 @app.route("/orders/{out_trade_no}/refunds", methods=["POST"])
 @merchant_route
-def refund(svc, actor, out_trade_no):
-    status, answer = svc.refund(actor, out_trade_no, _json_body())
+def refund(ctx, actor, out_trade_no):
+    status, answer = refunds.refund(ctx, actor, out_trade_no, _json_body())
     return Response(answer, status_code=status)
 
 
 @app.route("/orders/{out_trade_no}/close", methods=["POST"])
 @merchant_route
-def close(svc, actor, out_trade_no):
-    return svc.close(actor, out_trade_no)
+def close(ctx, actor, out_trade_no):
+    return lifecycle.close(ctx, actor, out_trade_no)
 
 
 @app.route("/orders/{out_trade_no}/sync", methods=["POST"])
 @merchant_route
-def sync(svc, actor, out_trade_no):
-    return svc.sync(out_trade_no)
+def sync(ctx, actor, out_trade_no):
+    return lifecycle.sync(ctx, out_trade_no)
 
 
 @app.route("/orders/{out_trade_no}/app-result", methods=["POST"])
 @merchant_route
-def app_result(svc, actor, out_trade_no):
-    return svc.app_result(out_trade_no, _json_body())
+def app_result(ctx, actor, out_trade_no):
+    return lifecycle.app_result(ctx, out_trade_no, _json_body())
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile")
 def reconcile(event):
     """Missed notifications, abandoned orders, refunds of unknown outcome (contract, reconcile)."""
-    return service(event.context).reconcile()
+    return passes.run(service(event.context))
 
 
 def _plain(status, text):
@@ -140,11 +210,14 @@ def _plain(status, text):
 def _notification(raw_body):
     """Shared by the API route and the Function URL handler: (status, text)."""
     try:
-        answer = service().handle_notification(raw_body)
+        answer = notifications.handle(service(), raw_body)
         return answer.status, answer.body
     except Unavailable as error:
         log_event(event="notification", status=503, outcome="unavailable", reason=error.message)
         return 503, "failure"
+    except Exception as error:  # noqa: BLE001 - InternalError or a defect: Alipay must not retry for 25 h
+        log_event(event="notification", status=500, outcome="internal_error", request_id=_defect(error))
+        return 500, "failure"
 
 
 @app.route("/alipay/notify", methods=["POST"], content_types=[FORM])
@@ -166,16 +239,14 @@ def notify_function(event, context):
 
 
 @app.route("/alipay/return", methods=["GET"])
+@guarded
 def alipay_return():
     request = app.current_request
     query = {name: request.query_params.getlist(name) for name in (request.query_params or {})}
-    svc = service()
-    try:
-        out_trade_no, order = svc.handle_return(query)
-    except ServiceError as error:
-        return _error(error)
+    ctx = service()
+    out_trade_no, order = returns.handle(ctx, query)
     status = order["status"] if order else "UNKNOWN"
-    target = svc.settings.return_redirect_url
+    target = ctx.settings.return_redirect_url
     if target:
         joiner = "&" if "?" in target else "?"
         location = f"{target}{joiner}{urlencode({'out_trade_no': out_trade_no, 'status': status})}"
@@ -187,7 +258,7 @@ def alipay_return():
 def _result_page(out_trade_no, order, status):
     rows = [("Order", out_trade_no), ("Status", status)]
     if order:
-        rows += [("Subject", order["subject"]), ("Amount", f"{order['total_amount']:.2f}")]
+        rows += [("Subject", order["subject"]), ("Amount", order["total_amount"])]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Payment result</title></head>"
             f"<body><h1>Payment result</h1><table id=\"result\">{cells}</table>"

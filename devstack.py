@@ -141,7 +141,8 @@ class Stack:
         wait_until_up(self.sandbox_url + "/sandbox/alipay_public_key", sandbox)
         self.env = self.provision(base_env)
         chalice = str(pathlib.Path(sys.executable).parent / "chalice")
-        api = self._spawn("chalice", [chalice, "local", "--stage", "local", "--host", "127.0.0.1",
+        # No auto-reload: chalice local restarts on any file write under the project (traps.md).
+        api = self._spawn("chalice", [chalice, "local", "--no-autoreload", "--stage", "local", "--host", "127.0.0.1",
                                       "--port", str(self.api_port)], self.env)
         wait_until_up(self.api_url + "/health", api, timeout=60)
         self.start_shop()

@@ -21,7 +21,12 @@ def _client(name):
 def create_table(args):
     from chalicelib import store
     table = settings.load().orders_table
-    for line in store.ensure_table(_client("dynamodb"), table):
+    try:
+        done = store.ensure_table(_client("dynamodb"), table)
+    except store.TableLayoutError as error:
+        print(f"{table}: {error}", file=sys.stderr)
+        return 1
+    for line in done:
         print(f"{table}: {line}")
     return 0
 
@@ -52,9 +57,12 @@ def keygen(args):
 
     from chalicelib.alipay import keys
     out = pathlib.Path(args.out)
+    private_path = out / "app_private_key.pem"
+    if private_path.exists():  # it may be the key registered at Alipay: never replace it silently
+        print(f"{private_path} exists; move it away first (it may be the key Alipay knows)", file=sys.stderr)
+        return 1
     out.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_path = out / "app_private_key.pem"
     private_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     private_path.chmod(0o600)
@@ -92,8 +100,8 @@ def check(args):
 
 
 def reconcile(args):
-    from chalicelib.service import Backend, OrderService
-    print(json.dumps(OrderService(Backend(), time_left=lambda: 600.0).reconcile(min_age=args.min_age)))
+    from chalicelib.service import Backend, Context, reconcile as passes
+    print(json.dumps(passes.run(Context(Backend(), time_left=lambda: 600.0), min_age=args.min_age)))
     return 0
 
 

@@ -5,10 +5,16 @@ class ServiceError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message, field=None):
+    def __init__(self, message, field=None, **details):
         super().__init__(message)
         self.message = message
         self.field = field
+        self.details = {key: value for key, value in details.items() if value is not None}  # e.g. sub_code
+
+    @property
+    def public_message(self):
+        """What the caller is told; the full message goes to the log."""
+        return self.message
 
 
 class InvalidRequest(ServiceError):
@@ -44,5 +50,13 @@ class GatewayFailure(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """DynamoDB, Secrets Manager or the legacy gateway cannot be reached: retry later."""
+    """DynamoDB, Secrets Manager or the legacy gateway cannot be reached: retry later.
+    The message (which may name the secret or an AWS error code) is logged, never answered."""
     status, code = 503, "unavailable"
+    public_message = "a service this API depends on is unavailable; retry later"
+
+
+class InternalError(ServiceError):
+    """A request that can never succeed (a DynamoDB ValidationException, a defect of ours)."""
+    status, code = 500, "internal_error"
+    public_message = "an internal error; quote the request_id when you report it"

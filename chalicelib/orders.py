@@ -42,7 +42,7 @@ class OrderState:
     """What the state machine needs to know of an order."""
     status: str
     total_amount: Decimal
-    refunded_amount: Decimal = Decimal("0")
+    refunded_amount: Decimal = Decimal("0")  # pinned by version, like everything else here
     closed_locally: bool = False
     product: str = "page"
     version: int = 0          # changes applied so far; orders events that share a timestamp
@@ -50,16 +50,15 @@ class OrderState:
 
 @dataclass(frozen=True)
 class Report:
-    """What Alipay says about a trade, by notification or by query."""
+    """What Alipay says about a trade's status, by notification or by query. Refunds are
+    refunds.Ledger's business: a report that carries one never comes here."""
     trade_status: str
     total_amount: Optional[Decimal]
-    refund_fee: Optional[Decimal] = None     # cumulative (protocol §3.2)
-    is_refund: bool = False
 
 
 @dataclass(frozen=True)
 class Change:
-    """A change to apply (a transition, or a refund that keeps TRADE_SUCCESS), plus anomalies."""
+    """A transition to apply, plus anomalies."""
     from_status: str
     to_status: str
     anomalies: tuple = field(default_factory=tuple)
@@ -85,8 +84,6 @@ def decide(order, report):
         return Refused("amount_mismatch")
     if report.trade_status not in STATUSES:
         return Refused("unknown_trade_status")
-    if report.is_refund:
-        return _decide_refund(order, report)
     edge = EDGES.get((order.status, report.trade_status))
     if edge in ("payment", "close", "any"):
         return Change(order.status, report.trade_status)
@@ -95,37 +92,10 @@ def decide(order, report):
     return Unchanged("duplicate" if order.status == report.trade_status else "stale")
 
 
-def _decide_refund(order, report):
-    """Partial refunds keep TRADE_SUCCESS; a full refund closes. A cumulative refund_fee no larger
-    than what the order shows is old news (refund notifications are never summed)."""
-    fee = report.refund_fee
-    if fee is None or fee <= 0:
-        return Refused("refund_without_refund_fee")
-    if fee > order.total_amount:
-        return Refused("refund_exceeds_total")
-    if order.status != TRADE_SUCCESS or report.trade_status not in (TRADE_SUCCESS, TRADE_CLOSED):
-        return Unchanged("stale")
-    if fee <= order.refunded_amount and report.trade_status == TRADE_SUCCESS:
-        return Unchanged("duplicate")
-    return Change(TRADE_SUCCESS, report.trade_status)
-
-
-@dataclass(frozen=True)
-class RefundTotals:
-    """An order's refund arithmetic: what it shows, what our refunds returned, what is reserved."""
-    refunded: Decimal
-    succeeded: Decimal = Decimal(0)
-    pending: Decimal = Decimal(0)
-
-
-def settle_refund(totals, amount, was_pending, already_succeeded, reported_fee=None, failed=False):
-    """The totals after one refund's outcome. refunded is the larger of the largest cumulative
-    refund_fee Alipay reported and the sum of our successful refunds: never a sum of reports."""
-    pending = totals.pending - (amount if was_pending else 0)
-    if failed:
-        return RefundTotals(totals.refunded, totals.succeeded, pending)
-    succeeded = totals.succeeded + (0 if already_succeeded else amount)
-    return RefundTotals(max(totals.refunded, succeeded, reported_fee or 0), succeeded, pending)
+def is_unpaid(order):
+    """Waiting, or closed by us before any payment: a report of a refund implies a payment we
+    missed (contract, State machine)."""
+    return order.status == WAIT_BUYER_PAY or (order.status == TRADE_CLOSED and order.closed_locally)
 
 
 def likely_state(report, product="page"):

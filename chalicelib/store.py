@@ -2,26 +2,52 @@
 
 | item | pk | sk | notes |
 |---|---|---|---|
-| order | `ORDER#<out_trade_no>` | `ORDER` | `waiting` is `WAIT` while unpaid (not legacy) and `REFUND` while a refund's outcome is unknown, absent otherwise: the sparse index `waiting` (by `created_at`) finds them without a scan |
+| order | `ORDER#<out_trade_no>` | `ORDER` | `waiting` is `WAIT` while unpaid (not legacy) and `REFUND` while a refund is unsettled, absent otherwise: the sparse index `waiting` (by `created_at`) finds them without a scan. `expires_at` is the order's payment deadline (an ISO string), never the TTL attribute |
 | event | `ORDER#<out_trade_no>` | `EVENT#<dedupe key>` | append-only, except refund records (`EVENT#refund#<out_request_no>`), whose status moves on; the key makes a redelivery a conditional-check failure, never a second row |
-| idempotency | `IDEMPOTENCY#<actor>#<key>` | `IDEMPOTENCY` | `expires_at` is the table's TTL attribute |
+| idempotency | `IDEMPOTENCY#<key>` | `IDEMPOTENCY` | keys belong to the merchant, not to a token; `purge_at` is the table's TTL attribute |
 
 Correctness rests on conditions, not on reads: every write is conditional, and a change to an
 order is one transaction whose conditions are the state it was decided from. If another writer
-got there first the condition fails, the caller re-reads and decides again.
+got there first the condition fails, the caller re-reads and decides again. A transaction that
+DynamoDB cancels for another reason is never read as a lost race (see `_call`).
 """
+import hashlib
+import random
+import re
+import time
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import Unavailable
+from chalicelib.errors import InternalError, Unavailable
 
 ORDER_SK = "ORDER"
 IDEMPOTENCY_SK = "IDEMPOTENCY"
 WAITING_INDEX = "waiting"
-TTL_ATTRIBUTE = "expires_at"
-# Client-side errors that mean "we asked for something impossible", not "AWS is down".
-_CONDITION_CODES = {"ConditionalCheckFailedException", "TransactionCanceledException"}
+# When DynamoDB may delete an item (epoch seconds): idempotency records only. Never on an order,
+# or DynamoDB would delete the order itself, paid or not.
+TTL_ATTRIBUTE = "purge_at"
+_OUT_TRADE_NO = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+# How DynamoDB's refusals are read (contract, State machine). A lost condition means "decide
+# again"; contention and throttling pass with time; anything else will never succeed.
+_RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
+                      "RequestLimitExceeded"}
+_UNAVAILABLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+                      "InternalServerError", "ServiceUnavailable", "TransactionInProgressException",
+                      "ResourceNotFoundException", "AccessDeniedException", "UnrecognizedClientException"}
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)  # seconds, each jittered: about 0.75 s at the most
+
+
+def valid_out_trade_no(out_trade_no):
+    """Alipay's own rule for out_trade_no, checked before any key is built from it."""
+    return isinstance(out_trade_no, str) and _OUT_TRADE_NO.fullmatch(out_trade_no) is not None
+
+
+def notify_tag(notify_id):
+    """A fixed-length stand-in for Alipay's notify_id in event keys: whatever its length, a
+    verified notification's key fits DynamoDB's 1,024-byte sort key."""
+    return hashlib.sha256(notify_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -39,14 +65,19 @@ def order_key(out_trade_no):
     return {"pk": {"S": f"ORDER#{out_trade_no}"}, "sk": {"S": ORDER_SK}}
 
 
+class TableLayoutError(Exception):
+    """An existing table that create-table cannot bring to the current layout by itself."""
+
+
 class ConditionFailed(Exception):
     """A conditional write lost: the item exists, or is not in the state the write assumed."""
 
 
 class OrderStore:
-    def __init__(self, client, table):
+    def __init__(self, client, table, sleep=time.sleep):
         self._client = client
         self.table = table
+        self.sleep = sleep
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -71,10 +102,11 @@ class OrderStore:
         events = [item["event"] for item in items if item["sk"].startswith("EVENT#")]
         return order, events
 
-    def get_idempotency(self, actor, key, now_epoch):
-        """The live idempotency record of (actor, key), or None; expired ones count as absent."""
+    def get_idempotency(self, key, now_epoch):
+        """The live idempotency record of `key`, or None; expired ones count as absent (TTL deletes
+        late, and moto never does)."""
         item = self._call("get_item", TableName=self.table, ConsistentRead=True,
-                          Key={"pk": {"S": f"IDEMPOTENCY#{actor}#{key}"}, "sk": {"S": IDEMPOTENCY_SK}}).get("Item")
+                          Key={"pk": {"S": f"IDEMPOTENCY#{key}"}, "sk": {"S": IDEMPOTENCY_SK}}).get("Item")
         record = _load(item) if item else None
         return record if record and record[TTL_ATTRIBUTE] >= now_epoch else None
 
@@ -90,10 +122,10 @@ class OrderStore:
             self._call("put_item", TableName=self.table, Item=item,
                        ConditionExpression="attribute_not_exists(pk)")
             return
-        actor, key, request_hash, expires_at = idempotency
-        record = _dump({"pk": f"IDEMPOTENCY#{actor}#{key}", "sk": IDEMPOTENCY_SK,
+        key, request_hash, purge_at = idempotency
+        record = _dump({"pk": f"IDEMPOTENCY#{key}", "sk": IDEMPOTENCY_SK,
                         "out_trade_no": order["out_trade_no"], "request_hash": request_hash,
-                        TTL_ATTRIBUTE: expires_at})
+                        TTL_ATTRIBUTE: purge_at})
         # An expired record may still be there: TTL deletes late (and moto never does).
         self._call("transact_write_items", TransactItems=[
             {"Put": {"TableName": self.table, "Item": record,
@@ -102,15 +134,17 @@ class OrderStore:
             {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
         ])
 
-    def apply_change(self, out_trade_no, expected, updates, events=(), records=()):
+    def apply_change(self, out_trade_no, expected, updates, events=(), records=(), snapshot=None):
         """One transaction: the order's update, conditioned on `expected`, and its events.
 
         `expected`: the version, total_amount and whether the order is legacy, as the change was
         decided from; the version goes up by one and numbers the events. `updates` maps attributes
         to new values (None removes one). `events` are appended, each only if its key is new;
         `records` (refunds, which change status) are written whole: the version condition already
-        guarantees nobody changed them since they were read. Raises ConditionFailed when any
-        condition fails; nothing is written then.
+        guarantees nobody changed them since they were read. `snapshot` (the order's status and
+        refunded_amount as this change leaves them) goes on every entry written, in the same
+        transaction, for the events publisher. Raises ConditionFailed when any condition fails;
+        nothing is written then.
         """
         # Every change bumps the version, so a read state is pinned by it alone. A change decided
         # without a read guessed its state from the report (orders.likely_state): status, amount
@@ -134,12 +168,13 @@ class OrderStore:
             "ConditionExpression": condition, "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _dump(values)}}]
         seq = expected.version + 1
+        extra = {"snapshot": snapshot} if snapshot else {}
         for key, event in events:
             items.append({"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-                                  "Item": _event_item(out_trade_no, key, dict(event, seq=seq))}})
+                                  "Item": _event_item(out_trade_no, key, dict(event, seq=seq, **extra))}})
         for key, record in records:
-            items.append({"Put": {"TableName": self.table,
-                                  "Item": _event_item(out_trade_no, key, dict(record, seq=record.get("seq", seq)))}})
+            items.append({"Put": {"TableName": self.table, "Item": _event_item(
+                out_trade_no, key, dict(record, seq=record.get("seq", seq), **extra))}})
         self._call("transact_write_items", TransactItems=items)
 
     def waiting_orders(self, partition):
@@ -170,10 +205,11 @@ class OrderStore:
         except ConditionFailed:
             return False
 
-    def add_event(self, out_trade_no, key, event, seq):
+    def add_event(self, out_trade_no, key, event, seq, snapshot=None):
         """Append one event unless its key exists; False for a repeat. The order must exist."""
+        event = dict(event, seq=seq, **({"snapshot": snapshot} if snapshot else {}))
         try:
-            self._call("put_item", TableName=self.table, Item=_event_item(out_trade_no, key, dict(event, seq=seq)),
+            self._call("put_item", TableName=self.table, Item=_event_item(out_trade_no, key, event),
                        ConditionExpression="attribute_not_exists(pk)")
             return True
         except ConditionFailed:
@@ -182,15 +218,34 @@ class OrderStore:
     # ---- the one place AWS errors are classified -----------------------------------------
 
     def _call(self, operation, **kwargs):
-        try:
-            return getattr(self._client, operation)(**kwargs)
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in _CONDITION_CODES:
-                raise ConditionFailed(code) from None
-            raise Unavailable(f"DynamoDB {operation}: {code}") from None
-        except BotoCoreError as error:
-            raise Unavailable(f"DynamoDB {operation}: {type(error).__name__}") from None
+        """One DynamoDB call, its refusals read by reason (contract, State machine):
+        a failed condition -> ConditionFailed (the caller decides again); a transaction conflict
+        or throttling -> retried after a jittered backoff, then Unavailable (503, retry later);
+        anything else DynamoDB refuses (a ValidationException) -> InternalError, never retried:
+        it would fail the same way forever."""
+        for delay in RETRY_DELAYS + (None,):
+            try:
+                return getattr(self._client, operation)(**kwargs)
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "")
+                if code == "ConditionalCheckFailedException":
+                    raise ConditionFailed(code) from None
+                if code == "TransactionCanceledException":
+                    reasons = {reason.get("Code") for reason in error.response.get("CancellationReasons", [])}
+                    if "ConditionalCheckFailed" in reasons:
+                        raise ConditionFailed(code) from None
+                    retryable = bool(reasons) and reasons <= _RETRYABLE_REASONS | {"None"}
+                    failure = f"DynamoDB {operation}: transaction cancelled ({', '.join(sorted(reasons - {'None'}))})"
+                else:
+                    retryable = code in _UNAVAILABLE_CODES
+                    failure = f"DynamoDB {operation}: {code}"
+                if not retryable:
+                    raise InternalError(failure) from None
+            except BotoCoreError as error:
+                failure = f"DynamoDB {operation}: {type(error).__name__}"
+            if delay is not None:
+                self.sleep(delay * (0.5 + random.random()))
+        raise Unavailable(failure)
 
 
 def _order_item(order):
@@ -248,6 +303,12 @@ def ensure_table(client, table):
             GlobalSecondaryIndexUpdates=[{"Create": waiting_index()}])
         done.append("added index waiting")
     ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") != TTL_ATTRIBUTE:
+        # An older layout put the TTL on `expires_at`, which orders now carry: DynamoDB would
+        # delete orders. AWS allows one TTL change at a time, so this is the admin's step.
+        raise TableLayoutError(
+            f"TTL of {table} is on {ttl.get('AttributeName')}; disable it (update-time-to-live "
+            f"Enabled=false), wait until DISABLED, then run create-table again to put it on {TTL_ATTRIBUTE}")
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         client.update_time_to_live(TableName=table,
                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})

@@ -18,6 +18,16 @@ _WHITESPACE = re.compile(r"\s*")
 _SCALAR_END = re.compile(r"[,}\]\s]")
 
 
+def _json(text):
+    """json.loads for text from outside: anything malformed (a bad escape, a raw control character,
+    nesting deep enough to exhaust the stack) is an answer we cannot read, never an exception
+    that escapes."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise GatewayError("the gateway answer is not valid JSON") from None
+
+
 def _skip_value(text, i):
     """Index just past the JSON value that starts at `i`."""
     if text[i] == '"':
@@ -58,7 +68,7 @@ def top_level_values(text):
         if i >= len(text) or text[i] != '"':
             raise GatewayError("the gateway answer is not a JSON object")
         end = _skip_value(text, i)
-        key = json.loads(text[i:end])
+        key = _json(text[i:end])
         i = _WHITESPACE.match(text, end).end()
         if i >= len(text) or text[i] != ":":
             raise GatewayError("the gateway answer is not a JSON object")
@@ -92,7 +102,8 @@ def extract_signed_content(text, method_or_node):
         raw = values.get(name)
         if raw is None or not raw.startswith('"'):
             return None
-        return json.loads(raw)
+        value = _json(raw)
+        return value if isinstance(value, str) else None
 
     return found, values[found], string_value("sign"), string_value("alipay_cert_sn")
 
@@ -132,17 +143,18 @@ def verify_response(text, method, alipay_keys, sign_type="RSA2", charset="utf-8"
     if content.startswith('"'):
         if aes_key is None:
             raise GatewayError("the answer is encrypted and no AES key is configured")
-        content = aes.decrypt(aes_key, json.loads(content))
-    try:
-        fields = json.loads(content)
-    except ValueError:
-        raise GatewayError("the signed content is not JSON") from None
+        content = aes.decrypt(aes_key, _json(content))
+    fields = _json(content)
     if not isinstance(fields, dict):
         raise GatewayError("the signed content is not a JSON object")
     return GatewayResponse(node=node, fields=fields, alipay_cert_sn=answer_cert_sn)
 
 
 def _verify_content(content, sign, alipay_keys, sign_type, charset):
+    try:
+        content.encode(charset)
+    except UnicodeEncodeError:  # a lone surrogate, or a character the charset lacks: not what Alipay signed
+        return False
     if rsa_verify(alipay_keys, content.encode(charset), sign, sign_type):
         return True
     # Java and PHP SDKs retry with `\/` unescaped: which form Alipay signs is not settled (§5.2).
@@ -151,7 +163,7 @@ def _verify_content(content, sign, alipay_keys, sign_type, charset):
 
 def _unverified_detail(content):
     try:
-        fields = json.loads(content)
+        fields = _json(content)
         return f" (code {fields.get('code')}, sub_code {fields.get('sub_code')}, unverified)"
-    except (ValueError, AttributeError):
+    except (GatewayError, AttributeError):
         return ""

@@ -8,8 +8,8 @@ from .errors import InvalidAmount
 MIN_AMOUNT = Decimal("0.01")
 MAX_AMOUNT = Decimal("100000000")
 _CENTS = Decimal("0.01")
-_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?$")
-_REPORTED = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,6})?$")
+_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?")
+_REPORTED = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
 BEIJING = datetime.timezone(datetime.timedelta(hours=8), "Asia/Shanghai")
 
 
@@ -20,7 +20,7 @@ def parse_amount(value):
     """
     if not isinstance(value, str):
         raise InvalidAmount("an amount must be a string such as \"88.80\"")
-    if not _AMOUNT.match(value):
+    if not _AMOUNT.fullmatch(value):  # fullmatch: `$` would let a trailing newline through
         raise InvalidAmount(f"{value!r} is not a yuan amount with at most two decimals")
     amount = Decimal(value)
     if not MIN_AMOUNT <= amount <= MAX_AMOUNT:
@@ -30,7 +30,7 @@ def parse_amount(value):
 
 def parse_reported_amount(value):
     """An amount Alipay reported; compared as a decimal, never as text (§3.4: 0.10 = 0.1)."""
-    if not isinstance(value, str) or not _REPORTED.match(value):
+    if not isinstance(value, str) or not _REPORTED.fullmatch(value):
         raise InvalidAmount(f"{value!r} is not an amount")
     return Decimal(value)
 

@@ -73,8 +73,10 @@ def auto_submit_form(gateway, params):
 
 
 def trade_biz(product, out_trade_no, total_amount, subject, body=None, timeout_express=None,
-              passback_params=None, quit_url=None):
-    """The business fields of a page / wap / app pay request (§2.5)."""
+              passback_params=None, quit_url=None, time_expire=None):
+    """The business fields of a page / wap / app pay request (§2.5). `time_expire` (an aware
+    datetime) is sent as Beijing `yyyy-MM-dd HH:mm:ss`: an absolute deadline, so a link signed
+    again later still expires when the order does."""
     fields = {
         "out_trade_no": out_trade_no,
         "total_amount": format_amount(total_amount),
@@ -82,6 +84,7 @@ def trade_biz(product, out_trade_no, total_amount, subject, body=None, timeout_e
         "product_code": PRODUCTS[product][1],
         "body": body,
         "timeout_express": timeout_express,
+        "time_expire": beijing_timestamp(time_expire) if time_expire else None,
         "passback_params": passback_params,
         "quit_url": quit_url if product == "wap" else None,
     }

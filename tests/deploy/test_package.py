@@ -81,7 +81,7 @@ def test_table_secret_schedule_and_outputs(packaged, stage):
     props = table["Properties"]
     assert props["BillingMode"] == "PAY_PER_REQUEST" and props["SSESpecification"]["SSEEnabled"]
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
-    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "purge_at", "Enabled": True}  # never expires_at
     assert [i["IndexName"] for i in props["GlobalSecondaryIndexes"]] == ["waiting"]
     secret = template["Resources"]["MerchantSecret"]["Properties"]
     assert secret["Name"] == f"alipay/merchant-{stage}"

@@ -9,7 +9,7 @@ import time
 
 
 from chalicelib import settings
-from chalicelib.service import Backend, OrderService, utc_now
+from chalicelib.service import Backend, Context, reconcile, utc_now
 from devstack import APP_ID
 
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
@@ -184,9 +184,8 @@ def test_reconciler_fixes_a_never_notified_payment_and_closes_an_expired_order(a
     api.pay(cashier)
     expired = api.create("wap", total_amount="4.00", timeout_express="1m")
     legacy = api.create("legacy", total_amount="4.00")
-    service = OrderService(Backend(), settings.load(stack.env),
-                           clock=lambda: utc_now() + datetime.timedelta(minutes=2))
-    summary = service.reconcile()
+    ctx = Context(Backend(), settings.load(stack.env), clock=lambda: utc_now() + datetime.timedelta(minutes=2))
+    summary = reconcile.run(ctx)
     assert summary["paid"] >= 1 and summary["closed"] >= 1
     assert api.order(paid["out_trade_no"])["status"] == "TRADE_SUCCESS"
     assert api.order(expired["out_trade_no"])["status"] == "TRADE_CLOSED"

@@ -216,8 +216,10 @@ def test_scenario_partial_refunds_then_full(api):
     api.trigger("full_refund", no, out_request_no="R3")
     final = api.wait_for(no, lambda o: o["status"] == "TRADE_CLOSED")
     assert final["status"] == "TRADE_CLOSED" and final["refunded_amount"] == "50.00"
-    assert [(r["out_request_no"], r["refund_amount"]) for r in final["refunds"]] == \
-        [("R1", "10.00"), ("R2", "15.00"), ("R3", "25.00")]
+    # Refunds we did not start: each recorded once as succeeded; their amounts come from the refund
+    # query, never from differences between cumulative fees (contract "Refund outcomes").
+    assert [(r["out_request_no"], r["status"]) for r in final["refunds"]] == \
+        [("R1", "REFUND_SUCCESS"), ("R2", "REFUND_SUCCESS"), ("R3", "REFUND_SUCCESS")]
 
 
 def test_trigger_from_the_command_line(api):

@@ -1,5 +1,5 @@
 import json
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, parse_qsl, urlparse
 
 from tests.httpfake import FakeServer
 
@@ -46,6 +46,43 @@ class FakeMapi:
         ok = query.get("service") == ["notify_verify"] and notify_id in self.valid
         self.valid.discard(notify_id)
         return 200, b"true" if ok else b"false", "text/plain", 0
+
+    def close(self):
+        self.fake.close()
+
+
+class ScriptedAlipay:
+    """Alipay's OpenAPI gateway with answers scripted per method, signed with the merchant's Alipay
+    key as Alipay signs them (§5.2). `script(method, *answers)`: each call takes the next answer, the
+    last one repeats; an answer "drop" is a 504 with nothing done (the request never reached Alipay).
+    `calls` keeps (method, biz_content exactly as sent)."""
+
+    def __init__(self, merchant):
+        self.merchant = merchant
+        self.answers = {}
+        self.calls = []
+        self.fake = FakeServer(self._respond, "/gateway.do")
+        self.url = self.fake.url
+
+    def script(self, method, *answers):
+        self.answers[method] = list(answers)
+
+    def _respond(self, http_method, path, body):
+        from chalicelib.alipay import signing
+        params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        method = params.get("method", "")
+        self.calls.append((method, params.get("biz_content")))
+        queue = self.answers.get(method) or [{"code": "40004", "msg": "Business Failed",
+                                               "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "交易不存在"}]
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        if callable(answer):
+            answer = answer(json.loads(params.get("biz_content") or "{}"))
+        if answer == "drop":
+            return 504, b"Gateway Timeout", "text/plain", 0
+        content = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
+        sign = signing.rsa_sign(self.merchant.alipay_key, content.encode("utf-8"))
+        node = method.replace(".", "_") + "_response"
+        return 200, f'{{"{node}":{content},"sign":"{sign}"}}'.encode("utf-8"), "application/json;charset=utf-8", 0
 
     def close(self):
         self.fake.close()

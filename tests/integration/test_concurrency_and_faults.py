@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from chalicelib.service import Backend, OrderService
+from chalicelib.service import Backend, Context, create, notifications
 from tests.integration.helpers import create_order, events, get_order, notify
 
 
@@ -21,7 +21,7 @@ def deliver_concurrently(bodies):
 
     def worker(index, body):
         barrier.wait()
-        answers[index] = OrderService(backend).handle_notification(body)
+        answers[index] = notifications.handle(Context(backend), body)
 
     threads = [threading.Thread(target=worker, args=(i, body)) for i, body in enumerate(bodies)]
     for thread in threads:
@@ -109,12 +109,12 @@ def test_secret_fetched_once_per_warm_container(merchant, aws, env):
             return real.get_secret_value(**kwargs)
 
     backend._clients["secretsmanager"] = Counting()
-    service = OrderService(backend)
+    service = Context(backend)
     for _ in range(5):
         service.merchant()
     assert len(calls) == 1
     os.environ["SECRET_TTL_SECONDS"] = "0"
-    OrderService(backend).merchant()
+    Context(backend).merchant()
     assert len(calls) == 2
 
 
@@ -126,16 +126,16 @@ def test_common_path_costs_one_dynamodb_round_trip(client, merchant, env):
     for name in ("dynamodb", "secretsmanager"):
         real = backend.client(name)
         real.meta.events.register("before-call", lambda model, **kw: calls.append(model.name))
-    service = OrderService(backend)
+    service = Context(backend)
     service.merchant()  # warm
     calls.clear()
-    status, order = service.create_order("actor123", {"product": "app", "subject": "s", "total_amount": "1.00"},
-                                         None, "https://pay.example")
+    status, order = create.create_order(service, "actor123", {"product": "app", "subject": "s",
+                                                             "total_amount": "1.00"}, None, "https://pay.example")
     assert status == 201 and calls == ["PutItem"]
     calls.clear()
-    answer = service.handle_notification(merchant.notification(order["out_trade_no"], "1.00"))
+    answer = notifications.handle(service, merchant.notification(order["out_trade_no"], "1.00"))
     assert answer.outcome == "applied" and calls == ["TransactWriteItems"]
     calls.clear()
-    status, _ = service.create_order("actor123", {"product": "app", "subject": "s", "total_amount": "1.00"},
+    status, _ = create.create_order(service, "actor123", {"product": "app", "subject": "s", "total_amount": "1.00"},
                                      "idem-1", "https://pay.example")
     assert status == 201 and calls == ["TransactWriteItems"]  # the key and the order, one transaction

@@ -28,6 +28,24 @@ def test_keygen_writes_the_pair_and_prints_the_public_key(tmp_path):
     assert keys.same_key(keys.load_public_key(public_line), private)
 
 
+def test_keygen_never_overwrites_a_private_key(tmp_path):
+    assert manage("keygen", "--out", str(tmp_path))[0] == 0
+    first = (tmp_path / "app_private_key.pem").read_text()
+    code, _, err = manage("keygen", "--out", str(tmp_path))
+    assert code == 1 and "exists" in err and (tmp_path / "app_private_key.pem").read_text() == first
+
+
+def test_create_table_refuses_a_ttl_on_the_old_attribute_with_the_way_out(aws, env):
+    os.environ["ORDERS_TABLE"] = table = "manage-old-ttl"
+    assert manage("create-table")[0] == 0
+    aws["dynamodb"].update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": False,
+                                                                                   "AttributeName": "purge_at"})
+    aws["dynamodb"].update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True,
+                                                                                   "AttributeName": "expires_at"})
+    code, _, err = manage("create-table")
+    assert code == 1 and "expires_at" in err and "purge_at" in err
+
+
 def test_token_prints_a_token_and_its_hash():
     code, out, _ = manage("token")
     answer = json.loads(out)

@@ -169,7 +169,10 @@ def test_partial_then_full_refund_notifications(client, merchant, order):
     assert notify(client, full)[:2] == (200, "success")
     _, view = get_order(client, merchant, no)
     assert view["status"] == "TRADE_CLOSED" and view["refunded_amount"] == "88.80"
-    assert [(r["out_request_no"], r["refund_amount"]) for r in view["refunds"]] == [("R1", "10.00"), ("R2", "78.80")]
+    # Console refunds: recorded as succeeded, their amounts unknown until the refund query tells
+    # them (contract): never guessed from differences of cumulative fees.
+    assert [(r["out_request_no"], r["status"], r.get("refund_amount")) for r in view["refunds"]] == [
+        ("R1", "REFUND_SUCCESS", None), ("R2", "REFUND_SUCCESS", None)]
 
 
 def test_wrong_content_type_gets_chalices_415(client, merchant, order):

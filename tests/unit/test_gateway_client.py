@@ -5,7 +5,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from chalicelib.alipay import aes, signing
-from chalicelib.alipay.client import GatewayClient, GatewayUnknown
+from chalicelib.alipay.client import GatewayClient, GatewayUnknown, refund_biz
 from chalicelib.alipay.errors import GatewayError, InvalidSignature
 from chalicelib.alipay.pay import AppCredentials
 from tests.httpfake import FakeServer
@@ -120,7 +120,7 @@ def test_20000_twice_is_unknown(gateway):
     _, client = gateway(answer(signed("alipay_trade_refund_response", unknown)),
                         answer(signed("alipay_trade_refund_response", unknown)))
     with pytest.raises(GatewayUnknown):
-        client.refund("T1", "1.00", "R1")
+        client.refund("T1", refund_biz("T1", "1.00", "R1"))
 
 
 def test_timeout_is_unknown_and_bounded_by_the_time_left(gateway):
@@ -177,7 +177,7 @@ def test_refund_calls_on_one_trade_are_spaced_three_seconds(gateway):
     _, client = gateway(answer(signed("alipay_trade_refund_response", ok)),
                         answer(signed("alipay_trade_refund_response", ok)),
                         sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)), clock=lambda: now[0])
-    client.refund("SPACED", "1.00", "R1")
+    client.refund("SPACED", refund_biz("SPACED", "1.00", "R1"))
     now[0] += 1.0
-    client.refund("SPACED", "1.00", "R2")
+    client.refund("SPACED", refund_biz("SPACED", "1.00", "R2"))
     assert slept == [pytest.approx(2.0)]

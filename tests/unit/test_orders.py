@@ -10,12 +10,12 @@ from chalicelib.orders import (TRADE_CLOSED, TRADE_FINISHED, TRADE_SUCCESS, WAIT
 TOTAL = Decimal("88.80")
 
 
-def state(status, refunded="0", closed_locally=False):
-    return OrderState(status=status, total_amount=TOTAL, refunded_amount=Decimal(refunded), closed_locally=closed_locally)
+def state(status, closed_locally=False):
+    return OrderState(status=status, total_amount=TOTAL, closed_locally=closed_locally)
 
 
-def report(status, amount="88.8", refund_fee=None):
-    return Report(status, Decimal(amount), Decimal(refund_fee) if refund_fee else None, refund_fee is not None)
+def report(status, amount="88.8"):
+    return Report(status, Decimal(amount))
 
 
 @pytest.mark.parametrize("start,to", [(WAIT_BUYER_PAY, TRADE_SUCCESS), (WAIT_BUYER_PAY, TRADE_FINISHED),
@@ -53,53 +53,11 @@ def test_amount_compared_as_decimal_and_mismatch_refused():
     assert decide(None, report(TRADE_SUCCESS)) == Refused("unknown_order")
 
 
-def test_partial_refund_keeps_success_and_full_refund_closes():
-    assert decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="10.00")) == \
-        Change(TRADE_SUCCESS, TRADE_SUCCESS)
-    assert decide(state(TRADE_SUCCESS, refunded="10.00"), report(TRADE_CLOSED, refund_fee="88.80")) == \
-        Change(TRADE_SUCCESS, TRADE_CLOSED)
-    assert decide(state(TRADE_SUCCESS), report(TRADE_CLOSED)) == Unchanged("stale")  # a close is no refund
-
-
-def test_refund_reports_not_above_what_the_order_shows_are_duplicates():
-    # The same cumulative fee again, or an older smaller one arriving late: nothing changes.
-    assert decide(state(TRADE_SUCCESS, refunded="25.00"), report(TRADE_SUCCESS, refund_fee="25.00")) == \
-        Unchanged("duplicate")
-    assert decide(state(TRADE_SUCCESS, refunded="25.00"), report(TRADE_SUCCESS, refund_fee="10.00")) == \
-        Unchanged("duplicate")
-
-
-def test_refund_beyond_the_total_or_on_an_unpaid_order():
-    assert decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="88.81")) == Refused("refund_exceeds_total")
-    assert decide(state(WAIT_BUYER_PAY), report(TRADE_SUCCESS, refund_fee="1.00")) == Unchanged("stale")
-
-
-def test_a_refund_is_never_taken_for_a_second_payment():
-    change = decide(state(TRADE_SUCCESS), report(TRADE_SUCCESS, refund_fee="1.00"))
-    assert (change.from_status, change.to_status) == (TRADE_SUCCESS, TRADE_SUCCESS)
-
-
-D = Decimal
-
-
-def test_refunded_amount_is_the_larger_of_reported_and_our_successes_never_a_sum():
-    start = orders.RefundTotals(refunded=D("0"), succeeded=D("0"), pending=D("10"))
-    ours = orders.settle_refund(start, D("10"), was_pending=True, already_succeeded=False)
-    assert ours == orders.RefundTotals(D("10"), D("10"), D("0"))
-    # Alipay's notification of the same refund reports cumulative 10: nothing is added.
-    assert orders.settle_refund(ours, D("10"), was_pending=False, already_succeeded=True,
-                                reported_fee=D("10")) == ours
-    # A refund made elsewhere (console) reported as cumulative 15: the report wins.
-    console = orders.settle_refund(ours, D("5"), was_pending=False, already_succeeded=False, reported_fee=D("15"))
-    assert console.refunded == D("15")
-    # Reports are never summed: two reports of 15 leave 15.
-    assert orders.settle_refund(console, D("0"), False, True, reported_fee=D("15")).refunded == D("15")
-
-
-def test_a_failed_refund_releases_its_reservation_and_refunds_nothing():
-    start = orders.RefundTotals(refunded=D("5"), succeeded=D("5"), pending=D("3"))
-    assert orders.settle_refund(start, D("3"), was_pending=True, already_succeeded=False, failed=True) == \
-        orders.RefundTotals(D("5"), D("5"), D("0"))
+@pytest.mark.parametrize("status,unpaid", [(WAIT_BUYER_PAY, True), (TRADE_SUCCESS, False), (TRADE_FINISHED, False),
+                                           (TRADE_CLOSED, False)])
+def test_only_waiting_or_locally_closed_orders_count_as_unpaid(status, unpaid):
+    assert orders.is_unpaid(state(status)) is unpaid
+    assert orders.is_unpaid(state(TRADE_CLOSED, closed_locally=True))
 
 
 def test_likely_state_guesses_the_common_predecessor():

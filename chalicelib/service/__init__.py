@@ -1,0 +1,107 @@
+"""The use cases, one module each, over the small context they share (style.md).
+
+    create.py         create an order, replay it, build its payment
+    notifications.py  Alipay's asynchronous notification (RSA and legacy MD5)
+    reports.py        apply what Alipay reports (notification or query answer) to an order
+    refunds.py        refund records: request, settle, resend, console refunds
+    lifecycle.py      close, sync, app result, reading orders
+    returns.py        the browser's return
+    reconcile.py      the scheduled pass
+
+Routes call these and only these, with a `Context`. They speak in plain values and the
+exceptions of chalicelib.errors; app.py turns both into HTTP.
+"""
+import datetime
+import json
+import logging
+import threading
+
+import boto3
+from botocore.config import Config
+
+from chalicelib import settings as settings_module
+from chalicelib.alipay.client import GatewayClient
+from chalicelib.errors import NotFound, NotSupported
+from chalicelib.merchant import MerchantSource
+from chalicelib.store import OrderStore, valid_out_trade_no
+
+# Lines go to whatever handler the root logger has: Lambda's (CloudWatch) or chalice local's.
+log = logging.getLogger("chalice_alipay")
+log.setLevel(logging.INFO)
+
+_BOTO_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+
+
+def log_event(**fields):
+    """One JSON line: order number and outcome, never keys, tokens or signed strings."""
+    log.info(json.dumps(fields, ensure_ascii=False, default=str))
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def iso(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso(text):
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+
+
+class Backend:
+    """Per-container wiring: AWS clients created lazily, once; the merchant secret's cache."""
+
+    def __init__(self):
+        self._clients = {}
+        self._lock = threading.Lock()  # boto3's default session is not safe to create clients from in parallel
+        self.merchants = MerchantSource(lambda: self.client("secretsmanager"))
+
+    def client(self, name):
+        if name not in self._clients:
+            with self._lock:
+                if name not in self._clients:
+                    self._clients[name] = boto3.client(name, config=_BOTO_CONFIG)
+        return self._clients[name]
+
+
+class Context:
+    """What every use case shares: settings, the store, the merchant, the gateway, the clock and
+    the time left in this invocation. Nothing else."""
+
+    def __init__(self, backend, settings=None, clock=utc_now, time_left=None):
+        self.backend = backend
+        self.settings = settings or settings_module.load()
+        self.clock = clock
+        self.time_left = time_left or (lambda: 25.0)  # seconds left in this invocation
+        self.store = OrderStore(backend.client("dynamodb"), self.settings.orders_table)
+
+    def merchant(self):
+        return self.backend.merchants.get(self.settings.secret_id, self.settings.secret_ttl_seconds)
+
+    def gateway(self, merchant=None):
+        merchant = merchant or self.merchant()
+        return GatewayClient(self.settings.gateway, merchant.credentials, merchant.alipay_keys,
+                             alipay_cert_sn=merchant.alipay_cert_sn, aes_key=merchant.aes_key, time_left=self.time_left,
+                             read_timeout=self.settings.gateway_read_timeout)
+
+    def authorize(self, authorization_header):
+        scheme, _, token = (authorization_header or "").partition(" ")
+        return self.merchant().authorize(token.strip() if scheme.lower() == "bearer" else "")
+
+    def now_iso(self):
+        return iso(self.clock())
+
+    def order_and_events(self, out_trade_no):
+        order, events = (self.store.get_order_and_events(out_trade_no) if valid_out_trade_no(out_trade_no)
+                         else (None, []))
+        if order is None:
+            raise NotFound(f"no order {out_trade_no}")
+        return order, events
+
+    def openapi_order(self, out_trade_no):
+        """An order that this service refunds, closes and syncs (legacy ones it does not)."""
+        order, events = self.order_and_events(out_trade_no)
+        if order["product"] == "legacy":
+            raise NotSupported("legacy orders have no refund, close or sync through this service")
+        return order, events
