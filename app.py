@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from chalice import Chalice, Rate, Response
 
+from chalicelib import settings
 from chalicelib.errors import InternalError, InvalidRequest, ServiceError, Unavailable
 from chalicelib.service import Backend, Context, create, lifecycle, log, log_event, notifications, reconcile as passes
 from chalicelib.service import refunds, returns
@@ -199,8 +200,40 @@ def app_result(ctx, actor, out_trade_no):
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile")
 def reconcile(event):
-    """Missed notifications, abandoned orders, refunds of unknown outcome (contract, reconcile)."""
-    return passes.run(service(event.context))
+    """Finds what is due (missed notifications, abandoned orders, refunds of unknown outcome) and
+    queues it for the worker (contract, reconcile)."""
+    return passes.run_pass(service(event.context))
+
+
+@app.on_sqs_message(queue=settings.reconcile_queue(), batch_size=10, name="reconcile_worker")
+def reconcile_worker(event):
+    """One order per message; failed ones reported so SQS delivers only those again
+    (ReportBatchItemFailures, set on the event source mapping by the merge template)."""
+    ctx = service(event.context)
+    _, retry = passes.work(ctx, [(record.to_dict()["messageId"], _message(record)) for record in event])
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in retry]}
+
+
+@app.on_sqs_message(queue=settings.poll_queue(), batch_size=10, name="poll_worker")
+def poll_worker(event):
+    """The fast lane: each message queries one order and, while it waits, chains the next poll."""
+    ctx, retry = service(event.context), []
+    for record in event:
+        try:
+            body = _message(record)
+            passes.poll(ctx, body["out_trade_no"], float(body["until"]))
+        except Exception as error:  # noqa: BLE001 - isolation: the others go on; this one comes back
+            log_event(event="poll", outcome="error", error=type(error).__name__)
+            retry.append(record.to_dict()["messageId"])
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in retry]}
+
+
+def _message(record):
+    try:
+        body = json.loads(record.body)
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {}
 
 
 def _plain(status, text):

@@ -145,6 +145,8 @@ class Stack:
         api = self._spawn("chalice", [chalice, "local", "--no-autoreload", "--stage", "local", "--host", "127.0.0.1",
                                       "--port", str(self.api_port)], self.env)
         wait_until_up(self.api_url + "/health", api, timeout=60)
+        # The reconcile and poll workers as Lambda runs them, and the scheduled pass (README).
+        self._spawn("workers", [sys.executable, "sqsdrain.py"], self.env)
         self.start_shop()
         return self
 
@@ -165,6 +167,9 @@ class Stack:
         from chalicelib.alipay import keys
         table, secret_id = "alipay-orders", "alipay/merchant"
         store.ensure_table(boto3.client("dynamodb", endpoint_url=self.moto.url), table)
+        sqs = boto3.client("sqs", endpoint_url=self.moto.url)
+        for queue in ("chalice-alipay-reconcile", "chalice-alipay-poll"):
+            sqs.create_queue(QueueName=queue)
         app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.app_key = app_key
         self.token = secrets.token_urlsafe(24)

@@ -1,4 +1,4 @@
-"""Admin commands: create-table, put-secret, keygen, token, check, reconcile.
+"""Admin commands: create-table, put-secret, keygen, token, check, reconcile, migrate-due.
 
 They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
@@ -100,8 +100,28 @@ def check(args):
 
 
 def reconcile(args):
+    """One pass as the schedule runs it, then the queue drained into the worker as Lambda would."""
+    import app
+    import sqsdrain
     from chalicelib.service import Backend, Context, reconcile as passes
-    print(json.dumps(passes.run(Context(Backend(), time_left=lambda: 600.0), min_age=args.min_age)))
+    config = settings.load()
+    sqsdrain.ensure_queues(config.reconcile_queue)
+    summary = passes.run_pass(Context(Backend(), time_left=lambda: 600.0), min_age=args.min_age)
+    summary["worked"] = sqsdrain.drain(config.reconcile_queue, app.reconcile_worker)
+    print(json.dumps(summary))
+    return 0
+
+
+def migrate_due(args):
+    """Orders written under the old `waiting` index onto the sharded `due` index; resumable."""
+    import time
+
+    from chalicelib import store
+    table, start, total = settings.load().orders_table, json.loads(args.start) if args.start else None, 0
+    for moved, start in store.migrate_due(_client("dynamodb"), table, time.time(), start):
+        total += moved
+        print(json.dumps({"moved": total, "resume_from": start}), flush=True)
+    print(f"{table}: {total} order(s) moved; when none are left, delete the index {store.LEGACY_INDEX}")
     return 0
 
 
@@ -120,6 +140,9 @@ def main(argv=None):
     rec = commands.add_parser("reconcile", help="one reconciliation pass, as the scheduled function runs it")
     rec.add_argument("--min-age", type=float, default=None, help="query every waiting order at least this old (s)")
     rec.set_defaults(run=reconcile)
+    mig = commands.add_parser("migrate-due", help="move orders of the old waiting index onto the due index")
+    mig.add_argument("--start", default=None, help="resume from this key (JSON, as printed)")
+    mig.set_defaults(run=migrate_due)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -36,6 +36,21 @@ EDGES = {
 
 PRODUCTS = ("page", "wap", "app", "qr", "legacy")
 
+# When the reconciler asks Alipay about a waiting order, in seconds after its creation (contract,
+# manage.py reconcile); and about a refund whose outcome is unknown, after it was recorded.
+QUERY_BACKOFF = (120, 300, 900, 3600, 6 * 3600, 24 * 3600)
+REFUND_BACKOFF = (60, 300, 900, 3600, 6 * 3600, 24 * 3600)
+
+
+def next_check(since, now, backoff, deadline=None):
+    """The next moment (epoch seconds) on `backoff` counted from `since` that is after `now`; past
+    the last step, every last-step interval. Never later than `deadline`: an order stays on the
+    reconciler's index until it is paid or closed, however long its timeout."""
+    age = now - since
+    step = next((s for s in backoff if s > age), None)
+    at = since + step if step is not None else now + backoff[-1]
+    return min(at, deadline) if deadline is not None else at
+
 
 @dataclass(frozen=True)
 class OrderState:

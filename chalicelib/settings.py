@@ -16,6 +16,8 @@ class Settings:
     return_redirect_url: Optional[str]
     secret_ttl_seconds: int
     gateway_read_timeout: float
+    reconcile_queue: str
+    poll_queue: str
 
 
 def load(env=None):
@@ -30,4 +32,16 @@ def load(env=None):
         return_redirect_url=env.get("RETURN_REDIRECT_URL") or None,
         secret_ttl_seconds=int(env.get("SECRET_TTL_SECONDS") or 300),
         gateway_read_timeout=float(env.get("GATEWAY_READ_TIMEOUT_SECONDS") or 8),
+        reconcile_queue=reconcile_queue(env),
+        poll_queue=poll_queue(env),
     )
+
+
+# The SQS queues' names, also read when app.py is imported: Chalice's on_sqs_message takes the
+# queue's name then (chalice sets the stage's environment before it imports the app).
+def reconcile_queue(env=None):
+    return (os.environ if env is None else env).get("RECONCILE_QUEUE") or "chalice-alipay-reconcile"
+
+
+def poll_queue(env=None):
+    return (os.environ if env is None else env).get("POLL_QUEUE") or "chalice-alipay-poll"

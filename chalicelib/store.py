@@ -2,9 +2,14 @@
 
 | item | pk | sk | notes |
 |---|---|---|---|
-| order | `ORDER#<out_trade_no>` | `ORDER` | `waiting` is `WAIT` while unpaid (not legacy) and `REFUND` while a refund is unsettled, absent otherwise: the sparse index `waiting` (by `created_at`) finds them without a scan. `expires_at` is the order's payment deadline (an ISO string), never the TTL attribute |
+| order | `ORDER#<out_trade_no>` | `ORDER` | `due_shard` and `due_at` while the order has work for the reconciler (waiting and not legacy, or a refund unsettled), absent otherwise: the sparse index `due` finds what is due now without a scan. `expires_at` is the order's payment deadline (an ISO string), never the TTL attribute |
 | event | `ORDER#<out_trade_no>` | `EVENT#<dedupe key>` | append-only, except refund records (`EVENT#refund#<out_request_no>`), whose status moves on; the key makes a redelivery a conditional-check failure, never a second row |
 | idempotency | `IDEMPOTENCY#<key>` | `IDEMPOTENCY` | keys belong to the merchant, not to a token; `purge_at` is the table's TTL attribute |
+
+The `due` index (hash `due_shard`, one of SHARDS values from a hash of out_trade_no; range
+`due_at`, epoch seconds) spreads waiting orders over SHARDS partitions, so neither the index's
+writes nor a pass's reads meet one hot hash value, and a pass asks each shard only for what is
+due now (README, "Capacity"). SHARDS is fixed per table: changing it is a migration.
 
 Correctness rests on conditions, not on reads: every write is conditional, and a change to an
 order is one transaction whose conditions are the state it was decided from. If another writer
@@ -15,6 +20,7 @@ import hashlib
 import random
 import re
 import time
+from decimal import Decimal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,7 +29,9 @@ from chalicelib.errors import InternalError, Unavailable
 
 ORDER_SK = "ORDER"
 IDEMPOTENCY_SK = "IDEMPOTENCY"
-WAITING_INDEX = "waiting"
+DUE_INDEX = "due"
+SHARDS = 16
+LEGACY_INDEX = "waiting"  # the layout before `due`: `manage.py migrate-due` moves its items
 # When DynamoDB may delete an item (epoch seconds): idempotency records only. Never on an order,
 # or DynamoDB would delete the order itself, paid or not.
 TTL_ATTRIBUTE = "purge_at"
@@ -42,6 +50,17 @@ RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)  # seconds, each jittered: about 0.75 s at 
 def valid_out_trade_no(out_trade_no):
     """Alipay's own rule for out_trade_no, checked before any key is built from it."""
     return isinstance(out_trade_no, str) and _OUT_TRADE_NO.fullmatch(out_trade_no) is not None
+
+
+def due_shard(out_trade_no):
+    return f"{int(hashlib.sha256(out_trade_no.encode()).hexdigest()[:8], 16) % SHARDS:02d}"
+
+
+def schedule(out_trade_no, at_epoch):
+    """Updates that put an order on the reconciler's index, due at `at_epoch` (None: off it)."""
+    if at_epoch is None:
+        return {"due_shard": None, "due_at": None}
+    return {"due_shard": due_shard(out_trade_no), "due_at": int(at_epoch)}
 
 
 def notify_tag(notify_id):
@@ -177,19 +196,61 @@ class OrderStore:
                 out_trade_no, key, dict(record, seq=record.get("seq", seq), **extra))}})
         self._call("transact_write_items", TransactItems=items)
 
-    def waiting_orders(self, partition):
-        """out_trade_no of every order in one partition of the sparse `waiting` index, oldest first:
-        "WAIT" (unpaid, not legacy) or "REFUND" (refunds of unknown outcome). No scan."""
-        found, start = [], None
-        while True:
-            kwargs = {"ExclusiveStartKey": start} if start else {}
-            page = self._call("query", TableName=self.table, IndexName=WAITING_INDEX,
-                              KeyConditionExpression="waiting = :w",
-                              ExpressionAttributeValues={":w": {"S": partition}}, **kwargs)
-            found.extend(item["pk"]["S"].split("#", 1)[1] for item in page.get("Items", []))
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return found
+    def due_orders(self, shard, now_epoch, start=None, limit=200):
+        """One page of the orders in `shard` due at or before `now_epoch`, earliest first:
+        ([(out_trade_no, due_at)], key to resume from or None). The index carries the keys, so
+        nothing is read per item."""
+        kwargs = {"ExclusiveStartKey": start} if start else {}
+        page = self._call("query", TableName=self.table, IndexName=DUE_INDEX, Limit=limit,
+                          KeyConditionExpression="due_shard = :s AND due_at <= :now",
+                          ExpressionAttributeValues={":s": {"S": shard}, ":now": {"N": str(int(now_epoch))}},
+                          **kwargs)
+        found = [(item["pk"]["S"].split("#", 1)[1], int(item["due_at"]["N"])) for item in page.get("Items", [])]
+        return found, page.get("LastEvaluatedKey")
+
+    def lease(self, out_trade_no, seen_due_at, until_epoch):
+        """Move an order's due time from the one a pass saw to `until_epoch`, so that the next pass
+        does not send it again while a worker has it; False when it moved meanwhile."""
+        try:
+            self._call("update_item", TableName=self.table, Key=order_key(out_trade_no),
+                       UpdateExpression="SET due_at = :until", ConditionExpression="due_at = :seen",
+                       ExpressionAttributeValues={":until": {"N": str(int(until_epoch))},
+                                                  ":seen": {"N": str(int(seen_due_at))}})
+            return True
+        except ConditionFailed:
+            return False
+
+    def reschedule(self, out_trade_no, version, at_epoch):
+        """Bookkeeping after the worker acted on an order read at `version`: its next due time, or
+        off the index. A change since then (a notification) wins: False, nothing written."""
+        names = {"#s": "due_shard", "#a": "due_at"}
+        condition = "version = :v"
+        values = {":v": {"N": str(version)}}
+        if at_epoch is None:
+            expression = "REMOVE #s, #a"
+        else:
+            expression = "SET #s = :shard, #a = :at"
+            values.update({":shard": {"S": due_shard(out_trade_no)}, ":at": {"N": str(int(at_epoch))}})
+        try:
+            self._call("update_item", TableName=self.table, Key=order_key(out_trade_no), UpdateExpression=expression,
+                       ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+            return True
+        except ConditionFailed:
+            return False
+
+    def claim_refund_call(self, out_trade_no, now_epoch, spacing):
+        """Claim the trade's next refund call: Alipay wants refund calls of one trade at least
+        `spacing` seconds apart (§3.6), across every container. False: someone called too recently."""
+        try:
+            self._call("update_item", TableName=self.table, Key=order_key(out_trade_no),
+                       UpdateExpression="SET refund_call_at = :now",
+                       ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(refund_call_at) "
+                                           "OR refund_call_at <= :earliest)",
+                       ExpressionAttributeValues=_dump({":now": Decimal(str(now_epoch)),
+                                                        ":earliest": Decimal(str(now_epoch - spacing))}))
+            return True
+        except ConditionFailed:
+            return False
 
     def set_fields(self, out_trade_no, fields, only_if_absent=None):
         """Set bookkeeping fields that are not a change of state (a QR code, a reconcile step)."""
@@ -249,10 +310,7 @@ class OrderStore:
 
 
 def _order_item(order):
-    item = dict(order, pk=f"ORDER#{order['out_trade_no']}", sk=ORDER_SK)
-    if order["status"] == "WAIT_BUYER_PAY" and order["product"] != "legacy":
-        item["waiting"] = "WAIT"
-    return _dump(item)
+    return _dump(dict(order, pk=f"ORDER#{order['out_trade_no']}", sk=ORDER_SK))
 
 
 def _event_item(out_trade_no, key, event):
@@ -261,30 +319,34 @@ def _event_item(out_trade_no, key, event):
 
 def _public(item):
     """The stored order without its keys; DynamoDB numbers come back as Decimal."""
-    return {key: value for key, value in item.items() if key not in ("pk", "sk", "waiting")}
+    return {key: value for key, value in item.items() if key not in ("pk", "sk", "due_shard", "due_at")}
 
 
 def table_definition(table):
-    """What `manage.py create-table` creates: keys, the sparse waiting index, on-demand billing."""
+    """What `manage.py create-table` creates: keys, the sharded `due` index, on-demand billing."""
     return {
         "TableName": table,
         "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": name, "AttributeType": "S"}
-                                 for name in ("pk", "sk", "waiting", "created_at")],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"},
+                                 *_DUE_ATTRIBUTES],
         "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        "GlobalSecondaryIndexes": [waiting_index()],
+        "GlobalSecondaryIndexes": [due_index()],
     }
 
 
-def waiting_index():
-    return {"IndexName": WAITING_INDEX,
-            "KeySchema": [{"AttributeName": "waiting", "KeyType": "HASH"},
-                          {"AttributeName": "created_at", "KeyType": "RANGE"}],
+_DUE_ATTRIBUTES = [{"AttributeName": "due_shard", "AttributeType": "S"}, {"AttributeName": "due_at", "AttributeType": "N"}]
+
+
+def due_index():
+    return {"IndexName": DUE_INDEX,
+            "KeySchema": [{"AttributeName": "due_shard", "KeyType": "HASH"},
+                          {"AttributeName": "due_at", "KeyType": "RANGE"}],
             "Projection": {"ProjectionType": "KEYS_ONLY"}}
 
 
 def ensure_table(client, table):
-    """Create the table, or add what an older one lacks (index, TTL). Idempotent; says what it did."""
+    """Create the table, or add what an older one lacks (the due index, TTL). Idempotent; says
+    what it did."""
     done = []
     try:
         description = client.describe_table(TableName=table)["Table"]
@@ -296,12 +358,12 @@ def ensure_table(client, table):
         description = client.describe_table(TableName=table)["Table"]
         done.append("created table")
     indexes = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
-    if WAITING_INDEX not in indexes:
-        client.update_table(
-            TableName=table,
-            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in ("waiting", "created_at")],
-            GlobalSecondaryIndexUpdates=[{"Create": waiting_index()}])
-        done.append("added index waiting")
+    if DUE_INDEX not in indexes:
+        client.update_table(TableName=table, AttributeDefinitions=_DUE_ATTRIBUTES,
+                            GlobalSecondaryIndexUpdates=[{"Create": due_index()}])
+        done.append(f"added index {DUE_INDEX}")
+    if LEGACY_INDEX in indexes:
+        done.append(f"index {LEGACY_INDEX} is the old layout: run `manage.py migrate-due`, then delete it")
     ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") != TTL_ATTRIBUTE:
         # An older layout put the TTL on `expires_at`, which orders now carry: DynamoDB would
@@ -314,3 +376,29 @@ def ensure_table(client, table):
                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
         done.append(f"enabled TTL on {TTL_ATTRIBUTE}")
     return done or ["table is up to date"]
+
+
+def migrate_due(client, table, now_epoch, start=None, page_size=100):
+    """Move orders written under the old layout (`waiting` = WAIT | REFUND) onto the `due` index,
+    due now, so the next pass looks at each once. Idempotent (each write is conditioned on the
+    old attribute still being there) and resumable: yields (moved, key to resume from) per page."""
+    while True:
+        kwargs = {"ExclusiveStartKey": start} if start else {}
+        page = client.scan(TableName=table, Limit=page_size, FilterExpression="attribute_exists(waiting)",
+                           ProjectionExpression="pk, sk", **kwargs)
+        moved = 0
+        for item in page.get("Items", []):
+            out_trade_no = item["pk"]["S"].split("#", 1)[1]
+            try:
+                client.update_item(TableName=table, Key=item, ConditionExpression="attribute_exists(waiting)",
+                                   UpdateExpression="SET due_shard = :s, due_at = :a REMOVE waiting",
+                                   ExpressionAttributeValues={":s": {"S": due_shard(out_trade_no)},
+                                                              ":a": {"N": str(int(now_epoch))}})
+                moved += 1
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+        start = page.get("LastEvaluatedKey")
+        yield moved, start
+        if not start:
+            return

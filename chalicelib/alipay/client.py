@@ -5,9 +5,6 @@ such as ACQ.TRADE_NOT_EXIST is information, not an error). `20000` means the out
 the same request (same parameters, same signature) is sent once more, then GatewayUnknown.
 No answer in time is GatewayUnknown too; any other answer, or one we cannot verify, GatewayError.
 """
-import threading
-import time
-
 import urllib3
 
 from . import aes, gateway, http
@@ -26,7 +23,7 @@ class GatewayUnknown(GatewayUnreachable):
 
 class GatewayClient:
     def __init__(self, gateway_url, credentials, alipay_keys, alipay_cert_sn=None, aes_key=None,
-                 time_left=None, read_timeout=DEFAULT_READ_TIMEOUT, sleep=time.sleep, clock=time.monotonic):
+                 time_left=None, read_timeout=DEFAULT_READ_TIMEOUT):
         self.gateway_url = gateway_url
         self.credentials = credentials
         self.alipay_keys = alipay_keys
@@ -34,7 +31,6 @@ class GatewayClient:
         self.aes_key = aes_key
         self.time_left = time_left or (lambda: 30.0)  # seconds the caller may still spend
         self.read_timeout = read_timeout
-        self.sleep, self.clock = sleep, clock
 
     def call(self, method, biz, read_timeout=None, connect_timeout=None, **extra):
         """Any gateway method: the verified response node's fields."""
@@ -95,8 +91,8 @@ class GatewayClient:
 
     def refund(self, out_trade_no, biz_content):
         """A refund request, its biz_content as stored (`refund_biz`): a resend repeats it byte
-        for byte, which Alipay treats as the same refund (§3.6)."""
-        _space_refund_calls(out_trade_no, self.sleep, self.clock)
+        for byte, which Alipay treats as the same refund (§3.6). The caller spaces refund calls
+        of one trade REFUND_SPACING_SECONDS apart (the service claims each call in DynamoDB)."""
         return self.call("alipay.trade.refund", biz_content)
 
     def refund_query(self, out_trade_no, out_request_no):
@@ -109,19 +105,6 @@ def refund_biz(out_trade_no, refund_amount, out_request_no, reason=None):
     if reason:
         biz["refund_reason"] = reason
     return biz_json(biz)
-
-
-_last_refund_call = {}
-_refund_lock = threading.Lock()
-
-
-def _space_refund_calls(out_trade_no, sleep, clock):
-    """At least REFUND_SPACING_SECONDS between refund calls on one trade, in this container."""
-    with _refund_lock:
-        wait = _last_refund_call.get(out_trade_no, -1e9) + REFUND_SPACING_SECONDS - clock()
-        _last_refund_call[out_trade_no] = clock() + max(wait, 0)
-    if wait > 0:
-        sleep(wait)
 
 
 def _decode(data, content_type, charset):

@@ -18,10 +18,11 @@ import threading
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import settings as settings_module
 from chalicelib.alipay.client import GatewayClient
-from chalicelib.errors import NotFound, NotSupported
+from chalicelib.errors import NotFound, NotSupported, Unavailable
 from chalicelib.merchant import MerchantSource
 from chalicelib.store import OrderStore, valid_out_trade_no
 
@@ -54,6 +55,7 @@ class Backend:
 
     def __init__(self):
         self._clients = {}
+        self._queue_urls = {}
         self._lock = threading.Lock()  # boto3's default session is not safe to create clients from in parallel
         self.merchants = MerchantSource(lambda: self.client("secretsmanager"))
 
@@ -63,6 +65,26 @@ class Backend:
                 if name not in self._clients:
                     self._clients[name] = boto3.client(name, config=_BOTO_CONFIG)
         return self._clients[name]
+
+    def queue_url(self, name):
+        if name not in self._queue_urls:
+            self._queue_urls[name] = self._aws("get_queue_url", QueueName=name)["QueueUrl"]
+        return self._queue_urls[name]
+
+    def send(self, queue, bodies, delay_seconds=0):
+        """Messages to an SQS queue, ten per call; every failed entry is an Unavailable (retry)."""
+        for first in range(0, len(bodies), 10):
+            entries = [{"Id": str(i), "MessageBody": json.dumps(body), "DelaySeconds": int(delay_seconds)}
+                       for i, body in enumerate(bodies[first:first + 10])]
+            answer = self._aws("send_message_batch", QueueUrl=self.queue_url(queue), Entries=entries)
+            if answer.get("Failed"):
+                raise Unavailable(f"SQS {queue}: {len(answer['Failed'])} message(s) not sent")
+
+    def _aws(self, operation, **kwargs):
+        try:
+            return getattr(self.client("sqs"), operation)(**kwargs)
+        except (BotoCoreError, ClientError) as error:
+            raise Unavailable(f"SQS {operation}: {type(error).__name__}") from None
 
 
 class Context:
@@ -91,6 +113,9 @@ class Context:
 
     def now_iso(self):
         return iso(self.clock())
+
+    def now_epoch(self):
+        return self.clock().timestamp()
 
     def order_and_events(self, out_trade_no):
         order, events = (self.store.get_order_and_events(out_trade_no) if valid_out_trade_no(out_trade_no)

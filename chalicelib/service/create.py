@@ -12,6 +12,7 @@ from chalicelib.alipay.money import format_amount, parse_amount
 from chalicelib.errors import GatewayFailure, IdempotencyConflict, InvalidRequest, NotSupported
 from chalicelib.service import iso, log_event, parse_iso
 from chalicelib.service.views import order_view
+from chalicelib import store
 from chalicelib.store import ConditionFailed, valid_out_trade_no
 
 _TIMEOUT_EXPRESS = re.compile(r"([1-9][0-9]{0,4})([mhd])")
@@ -43,6 +44,10 @@ def create_order(ctx, actor, body, idempotency_key, base_url):
         "expires_at": iso(now + datetime.timedelta(seconds=timeout_seconds(request["timeout_express"]))),
         "actor": actor, "request_hash": _request_hash(request), "version": 0,
     }
+    if order["product"] != "legacy":  # the reconciler leaves legacy orders alone (contract)
+        created = now.timestamp()
+        order.update(store.schedule(out_trade_no, orders.next_check(created, created, orders.QUERY_BACKOFF,
+                                                                    expires_at(order).timestamp())))
     # The idempotency record remembers the whole request, an explicit out_trade_no included: the
     # same key with another out_trade_no is another request (contract: 409).
     idempotency = ((idempotency_key, _request_hash(request, with_out_trade_no=True), epoch + IDEMPOTENCY_TTL_SECONDS)

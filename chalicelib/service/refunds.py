@@ -5,11 +5,12 @@ Every change goes through `_settle`: read the order and its refund records, comp
 conditioned on the order's version. The amounts come from the ledger, never from adding up
 reports (contract "Refund outcomes").
 """
+import math
 import uuid
 from decimal import Decimal
 
-from chalicelib import orders, refunds
-from chalicelib.alipay.client import refund_biz
+from chalicelib import orders, refunds, store
+from chalicelib.alipay.client import REFUND_SPACING_SECONDS, refund_biz
 from chalicelib.alipay.errors import GatewayError, InvalidAmount, InvalidSignature
 from chalicelib.alipay.money import format_amount, parse_amount, parse_reported_amount
 from chalicelib.errors import IdempotencyConflict, InvalidRequest, RefundNotAllowed, Unavailable
@@ -20,6 +21,7 @@ from chalicelib.service.views import order_state, order_view, refund_view
 from chalicelib.store import ConditionFailed, valid_out_trade_no
 
 _ATTEMPTS = 5
+DEFERRED = "deferred"
 
 
 def refund(ctx, actor, out_trade_no, body):
@@ -68,7 +70,12 @@ def refund(ctx, actor, out_trade_no, body):
 
 
 def send(ctx, client, out_trade_no, out_request_no, request, source):
-    """Send a pending refund's stored request (again) and settle what the answer makes definite."""
+    """Send a pending refund's stored request (again) and settle what the answer makes definite.
+    The call first claims the trade's next refund slot; when another call was too recent, the
+    refund goes to the worker's queue with a delay (DEFERRED) and stays pending."""
+    if not ctx.store.claim_refund_call(out_trade_no, ctx.now_epoch(), REFUND_SPACING_SECONDS):
+        defer(ctx, out_trade_no, out_request_no)
+        return DEFERRED
     if request is None:  # recorded before requests were stored: the same fields, rebuilt
         _, events = ctx.order_and_events(out_trade_no)
         record = _stored_record(events, out_request_no)
@@ -92,6 +99,18 @@ def send(ctx, client, out_trade_no, out_request_no, request, source):
         log_event(event="refund", outcome="unknown", out_trade_no=out_trade_no, out_request_no=out_request_no,
                   code=answer.code, sub_code=answer.sub_code)
     return outcome
+
+
+def defer(ctx, out_trade_no, out_request_no):
+    """The refund call waits for its slot in the reconcile worker's queue. Should SQS be down, the
+    refund is pending and on the due index all the same: a later pass finds it."""
+    try:
+        ctx.backend.send(ctx.settings.reconcile_queue, [{"out_trade_no": out_trade_no, "out_request_no": out_request_no}],
+                         delay_seconds=math.ceil(REFUND_SPACING_SECONDS))
+        log_event(event="refund", outcome="deferred", out_trade_no=out_trade_no, out_request_no=out_request_no)
+    except Unavailable as error:
+        log_event(event="refund", outcome="defer_failed", out_trade_no=out_trade_no, out_request_no=out_request_no,
+                  reason=error.message)
 
 
 def query(ctx, client, out_trade_no, out_request_no, source):
@@ -163,8 +182,10 @@ def _write(ctx, order, events, before, after, source, actor=None, notify_id=None
                   out_request_no=refund.out_request_no, source=source)
     status = orders.TRADE_CLOSED if close else order["status"]
     updates = {"refunded_amount": after.refunded, "refunds_pending": after.pending,
-               "reported_refund_fee": after.reported_fee, "updated_at": now,
-               "waiting": "REFUND" if after.unsettled else None, "refunds_succeeded": None}
+               "reported_refund_fee": after.reported_fee, "updated_at": now, "refunds_succeeded": None}
+    if order["status"] != orders.WAIT_BUYER_PAY:  # unsettled refunds keep it on the reconciler's index
+        updates.update(store.schedule(order["out_trade_no"], ctx.now_epoch() + orders.REFUND_BACKOFF[0]
+                                      if after.unsettled else None))
     transitions = []
     if close:
         updates["status"] = orders.TRADE_CLOSED

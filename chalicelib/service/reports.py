@@ -6,7 +6,7 @@ implies a step we missed applies that step first. A refund reported for an order
 order closed records the full refund; a query that finds a waiting order closed after a payment
 (`send_pay_date`) records the payment and the full refund.
 """
-from chalicelib import orders
+from chalicelib import orders, store
 from chalicelib.alipay.money import format_amount, parse_beijing_time
 from chalicelib.errors import Unavailable
 from chalicelib.service import log_event, refunds
@@ -85,7 +85,7 @@ def transition(ctx, out_trade_no, state, change, source, note=None, actor=None, 
     now = ctx.now_iso()
     updates = {"status": change.to_status, "updated_at": now, **(extra or {})}
     if change.from_status == orders.WAIT_BUYER_PAY:
-        updates["waiting"] = None  # leaves the reconciler's index
+        updates.update(store.schedule(out_trade_no, None))  # leaves the reconciler's index
     if change.from_status == orders.TRADE_CLOSED:
         updates["closed_locally"] = False  # the exception applies once
     for name in ("trade_no", "buyer_id"):

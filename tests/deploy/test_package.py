@@ -82,7 +82,7 @@ def test_table_secret_schedule_and_outputs(packaged, stage):
     assert props["BillingMode"] == "PAY_PER_REQUEST" and props["SSESpecification"]["SSEEnabled"]
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
     assert props["TimeToLiveSpecification"] == {"AttributeName": "purge_at", "Enabled": True}  # never expires_at
-    assert [i["IndexName"] for i in props["GlobalSecondaryIndexes"]] == ["waiting"]
+    assert [i["IndexName"] for i in props["GlobalSecondaryIndexes"]] == ["due"]
     secret = template["Resources"]["MerchantSecret"]["Properties"]
     assert secret["Name"] == f"alipay/merchant-{stage}"
     assert "SecretString" not in secret and "GenerateSecretString" not in secret  # no value in a template

@@ -25,7 +25,7 @@ def moto():
 
 @pytest.fixture(scope="session")
 def aws(moto):
-    return {"dynamodb": boto3.client("dynamodb"), "secretsmanager": boto3.client("secretsmanager")}
+    return {name: boto3.client(name) for name in ("dynamodb", "secretsmanager", "sqs")}
 
 
 @pytest.fixture
@@ -35,9 +35,12 @@ def env(aws):
     values = {"ORDERS_TABLE": f"orders-{n}", "ALIPAY_SECRET_ID": f"merchant-{n}",
               # Nothing listens on port 9: no test reaches outside this machine.
               "ALIPAY_GATEWAY": "http://127.0.0.1:9/gateway.do",
-              "ALIPAY_MAPI_GATEWAY": "http://127.0.0.1:9/gateway.do", "SECRET_TTL_SECONDS": "300"}
+              "ALIPAY_MAPI_GATEWAY": "http://127.0.0.1:9/gateway.do", "SECRET_TTL_SECONDS": "300",
+              "RECONCILE_QUEUE": f"reconcile-{n}", "POLL_QUEUE": f"poll-{n}"}
     restore = set_environment(values)
     store.ensure_table(aws["dynamodb"], values["ORDERS_TABLE"])
+    for queue in (values["RECONCILE_QUEUE"], values["POLL_QUEUE"]):
+        aws["sqs"].create_queue(QueueName=queue)
     yield values
     restore()
 

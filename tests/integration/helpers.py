@@ -86,3 +86,20 @@ class ScriptedAlipay:
 
     def close(self):
         self.fake.close()
+
+
+def reconcile_pass(min_age=0):
+    """One pass as the schedule runs it, then its queue drained into the app's worker as Lambda
+    would: (pass summary, messages handled)."""
+    import app
+    import sqsdrain
+    from chalicelib import settings
+    from chalicelib.service import Backend, Context, reconcile
+    summary = reconcile.run_pass(Context(Backend(), time_left=lambda: 60.0), min_age=min_age)
+    return summary, sqsdrain.drain(settings.load().reconcile_queue, app.reconcile_worker, limit_seconds=30)
+
+
+def refund_calls_allowed_again(aws, table, out_trade_no):
+    """As if the 3 s between refund calls of one trade had passed (Alipay's spacing, §3.6)."""
+    aws["dynamodb"].update_item(TableName=table, Key={"pk": {"S": f"ORDER#{out_trade_no}"}, "sk": {"S": "ORDER"}},
+                                UpdateExpression="REMOVE refund_call_at")

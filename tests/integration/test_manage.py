@@ -60,9 +60,9 @@ def test_create_table_is_idempotent_and_adds_what_is_missing(aws, env):
                                  KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
                                             {"AttributeName": "sk", "KeyType": "RANGE"}])
     code, out, _ = manage("create-table")
-    assert code == 0 and "added index waiting" in out and "enabled TTL" in out
+    assert code == 0 and "added index due" in out and "enabled TTL" in out
     description = aws["dynamodb"].describe_table(TableName=table)["Table"]
-    assert [i["IndexName"] for i in description["GlobalSecondaryIndexes"]] == ["waiting"]
+    assert [i["IndexName"] for i in description["GlobalSecondaryIndexes"]] == ["due"]
     code, out, _ = manage("create-table")
     assert code == 0 and "up to date" in out
     os.environ["ORDERS_TABLE"] = "manage-fresh"

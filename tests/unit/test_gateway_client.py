@@ -169,15 +169,3 @@ def test_aes_encrypts_biz_content_and_decrypts_the_answer(gateway):
     assert client.query("T1").fields["trade_status"] == "TRADE_SUCCESS"
     sent = dict(parse_qsl(fake.requests[0][1].decode()))
     assert sent["encrypt_type"] == "AES" and aes.decrypt(key, sent["biz_content"]) == '{"out_trade_no":"T1"}'
-
-
-def test_refund_calls_on_one_trade_are_spaced_three_seconds(gateway):
-    ok = '{"code":"10000","msg":"Success","fund_change":"Y","refund_fee":"1.00"}'
-    slept, now = [], [1000.0]
-    _, client = gateway(answer(signed("alipay_trade_refund_response", ok)),
-                        answer(signed("alipay_trade_refund_response", ok)),
-                        sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)), clock=lambda: now[0])
-    client.refund("SPACED", refund_biz("SPACED", "1.00", "R1"))
-    now[0] += 1.0
-    client.refund("SPACED", refund_biz("SPACED", "1.00", "R2"))
-    assert slept == [pytest.approx(2.0)]
