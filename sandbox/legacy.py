@@ -2,7 +2,6 @@
 notifications, and `notify_verify`."""
 import base64
 import secrets
-import time
 
 from werkzeug.wrappers import Response
 
@@ -76,12 +75,12 @@ class LegacyMapi:
         with self.state.lock:
             self.state.data["valid_notify_ids"][notify_id] = {
                 "partner": partner, "acknowledged": False,
-                "expires": time.time() + seconds if seconds else None}
+                "expires": self.now().timestamp() + seconds if seconds else None}
         return notify_id
 
     def notify_verify(self, params):
         with self.state.lock:
             known = self.state.data["valid_notify_ids"].get(params.get("notify_id", ""))
         ok = (known is not None and known["partner"] == params.get("partner") and not known["acknowledged"]
-              and (known.get("expires") is None or time.time() < known["expires"]))
+              and (known.get("expires") is None or self.now().timestamp() < known["expires"]))
         return Response("true" if ok else "false", mimetype="text/plain")

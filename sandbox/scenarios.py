@@ -35,7 +35,7 @@ class Scenarios:
             raise business("SANDBOX.UNKNOWN_SCENARIO", f"no scenario {scenario}; known: {', '.join(SCENARIOS)}")
         trade = self.find_trade(out_trade_no)
         result = getattr(self, "scenario_" + scenario)(trade, **options)
-        if not isinstance(result, dict):
+        if not (isinstance(result, dict) and "queued" in result):  # one notification entry, or a list
             result = {"queued": result}
         queued = result["queued"] if isinstance(result["queued"], list) else [result["queued"]]
         return dict(result, scenario=scenario, out_trade_no=out_trade_no, queued=[q["id"] for q in queued if q])
