@@ -1,6 +1,7 @@
 """Make Alipay misbehave, or act, for one trade: `python -m sandbox trigger SCENARIO NO`.
 
 Each scenario is a method `scenario_<name>`; SCENARIOS is what `--help` lists."""
+import inspect
 from decimal import Decimal
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -33,8 +34,12 @@ class Scenarios:
     def trigger(self, scenario, out_trade_no, **options):
         if scenario not in SCENARIOS:
             raise business("SANDBOX.UNKNOWN_SCENARIO", f"no scenario {scenario}; known: {', '.join(SCENARIOS)}")
+        handler = getattr(self, "scenario_" + scenario)
+        accepted = set(inspect.signature(handler).parameters) - {"trade"}
+        if set(options) - accepted:
+            raise business("SANDBOX.UNKNOWN_OPTION", f"{scenario} takes {', '.join(sorted(accepted)) or 'no options'}")
         trade = self.find_trade(out_trade_no)
-        result = getattr(self, "scenario_" + scenario)(trade, **options)
+        result = handler(trade, **options)
         if not (isinstance(result, dict) and "queued" in result):  # one notification entry, or a list
             result = {"queued": result}
         queued = result["queued"] if isinstance(result["queued"], list) else [result["queued"]]
