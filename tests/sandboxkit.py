@@ -59,10 +59,11 @@ class Merchant:
         return gateway.verify_response(response.data.decode(charset), method, self.alipay_keys(),
                                        charset=charset).fields
 
-    def pay_link(self, out_trade_no, total_amount="10.00", method="alipay.trade.page.pay", **biz):
+    def pay_link(self, out_trade_no, total_amount="10.00", method="alipay.trade.page.pay", return_url=None, **biz):
         code = {"alipay.trade.page.pay": "FAST_INSTANT_TRADE_PAY", "alipay.trade.wap.pay": "QUICK_WAP_WAY"}[method]
         params = self.signed(method, dict({"out_trade_no": out_trade_no, "total_amount": total_amount,
-                                           "subject": "茶 A+B", "product_code": code}, **biz))
+                                           "subject": "茶 A+B", "product_code": code}, **biz),
+                             return_url=return_url)
         return self.client.get("/gateway.do?" + urlencode(params))
 
     def opened(self, out_trade_no, total_amount="10.00", **biz):
