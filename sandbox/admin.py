@@ -3,6 +3,7 @@ clock, certificate rotation, scenarios. Errors are JSON: {"code", "msg", "sub_co
 import html
 
 from sandbox import certs, protocol
+from sandbox.timing import stamp
 
 DEFAULT_SELLER = "2088102177649450"
 
@@ -97,7 +98,7 @@ class Admin:
             self.state.data["clock_offset"] = self.clock.offset.total_seconds()
             self.state.save()
         closed = self.close_expired()
-        return self.json({"now": str(self.now().replace(microsecond=0).isoformat()), "closed": closed})
+        return self.json({"now": stamp(self.now()), "closed": closed})
 
     def on_reset(self, request):
         self.state.reset()
