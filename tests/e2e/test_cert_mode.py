@@ -23,10 +23,13 @@ PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
 @pytest.fixture(scope="module")
 def cert_stack(tmp_path_factory):
     # SECRET_TTL_SECONDS=0: the service reads the secret afresh, so the new certificate counts at once.
+    saved = dict(os.environ)  # Stack.start() points this process's AWS at its own moto server
     s = Stack(tmp_path_factory.mktemp("cert-stack"), time_factor=0.002, cert_mode=True,
               extra_env={"SECRET_TTL_SECONDS": "0"}).start()
     yield s
     s.stop()
+    os.environ.clear()
+    os.environ.update(saved)  # the session's stack keeps its AWS for the tests after this module
 
 
 def post(api, path, body=None):
