@@ -54,8 +54,14 @@ def post(url, payload):
         raise Refused(f"no sandbox at {url}: {getattr(error, 'reason', error)}") from None
 
 
+def option(text):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not k=v")
+    return tuple(text.split("=", 1))
+
+
 def trigger(args):
-    options = dict(item.split("=", 1) for item in args.option)
+    options = dict(args.option)
     for name in ("amount", "out_request_no", "times", "seconds"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
@@ -81,7 +87,7 @@ def main(argv=None):
     t.add_argument("--out-request-no", dest="out_request_no", help="the refund's out_request_no")
     t.add_argument("--times", help="duplicate: how many deliveries")
     t.add_argument("--seconds", help="delayed: how long the notification waits")
-    t.add_argument("--option", action="append", default=[], help="any other k=v")
+    t.add_argument("--option", action="append", default=[], type=option, help="any other k=v")
     t.set_defaults(run=trigger)
     r = commands.add_parser("reset", help="forget trades and notifications (registrations stay)")
     r.set_defaults(run=lambda a: post(f"{a.url}/sandbox/reset", {}))

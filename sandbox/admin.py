@@ -101,8 +101,9 @@ class Admin:
         return self.json({"now": stamp(self.now()), "closed": closed})
 
     def on_reset(self, request):
-        self.state.reset()
-        self.clock.offset = self.clock.offset * 0
+        with self.state.lock:
+            self.state.reset()
+            self.clock.advance(-self.clock.offset.total_seconds())  # the trades' time is real time again
         return self.json({"reset": True})
 
     def on_trigger(self, request):

@@ -1,9 +1,11 @@
-"""The whole local stack in Alipay's certificate mode (what `make run CERT_MODE=1` starts): a
+"""The whole local stack in Alipay's certificate mode, as `make run CERT_MODE=1` starts it: a
 purchase, a refund, and a rotation of Alipay's certificate that the service refuses until the
 operator downloads the new certificate, checks it against the root and writes it to the secret."""
 import base64
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -14,22 +16,52 @@ import pytest
 from cryptography import x509
 
 from chalicelib.alipay import keys, money, signing
-from devstack import APP_ID, ROOT, Stack
+from devstack import APP_ID, ROOT, aws_environment, free_port
 from tests.e2e.conftest import Api
 
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
 
 
+class RunningStack:
+    """`devstack.py` with CERT_MODE=1 (what `make run CERT_MODE=1` runs) in its own process: its
+    moto server must not share this process's moto backends with the session's stack."""
+
+    def __init__(self, workdir):
+        self.ports = {name: free_port() for name in ("PORT", "SANDBOX_PORT", "MOTO_PORT", "SHOP_PORT")}
+        env = dict(os.environ, CERT_MODE="1", **{k: str(v) for k, v in self.ports.items()})
+        # SECRET_TTL_SECONDS=0: the service reads the secret afresh, so a new certificate counts at once.
+        env["SECRET_TTL_SECONDS"] = "0"
+        self.process = subprocess.Popen([sys.executable, "devstack.py", "--workdir", str(workdir),
+                                         "--time-factor", "0.002"], cwd=ROOT, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        lines, deadline = [], time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        self.banner = "".join(lines)
+        assert "Ctrl-C stops everything" in self.banner, self.banner
+        urls = dict(re.findall(r"^\s+(API \(chalice local\)|Alipay sandbox|AWS \(moto server\))\s+(\S+)",
+                               self.banner, re.M))
+        self.api_url = urls["API (chalice local)"]
+        self.sandbox_url = urls["Alipay sandbox"].rsplit("/gateway.do", 1)[0]
+        self.moto_url = urls["AWS (moto server)"]
+        self.token = re.search(r"API token\s+(\S+)", self.banner).group(1)
+        self.env = dict(os.environ, **aws_environment(self.moto_url), ALIPAY_SECRET_ID="alipay/merchant")
+
+    def stop(self):
+        os.killpg(self.process.pid, signal.SIGINT)
+        self.process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def cert_stack(tmp_path_factory):
-    # SECRET_TTL_SECONDS=0: the service reads the secret afresh, so the new certificate counts at once.
-    saved = dict(os.environ)  # Stack.start() points this process's AWS at its own moto server
-    s = Stack(tmp_path_factory.mktemp("cert-stack"), time_factor=0.002, cert_mode=True,
-              extra_env={"SECRET_TTL_SECONDS": "0"}).start()
+    s = RunningStack(tmp_path_factory.mktemp("cert-stack"))
     yield s
     s.stop()
-    os.environ.clear()
-    os.environ.update(saved)  # the session's stack keeps its AWS for the tests after this module
 
 
 def post(api, path, body=None):
@@ -39,7 +71,8 @@ def post(api, path, body=None):
 
 
 def secret(stack):
-    sm = boto3.client("secretsmanager", endpoint_url=stack.moto.url)
+    sm = boto3.client("secretsmanager", endpoint_url=stack.moto_url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
     return json.loads(sm.get_secret_value(SecretId=stack.env["ALIPAY_SECRET_ID"])["SecretString"])
 
 
@@ -51,7 +84,7 @@ def download_alipay_cert(api, current, alipay_cert_sn):
               "app_cert_sn": keys.cert_sn(keys.load_certificate(current["app_cert"])),
               "alipay_root_cert_sn": keys.root_cert_sn(current["alipay_root_cert"]),
               "biz_content": json.dumps({"alipay_cert_sn": alipay_cert_sn})}
-    params["sign"] = signing.sign_params(params, api.stack.app_key)
+    params["sign"] = signing.sign_params(params, keys.load_private_key(current["app_private_key"]))
     r = api.http.request("POST", api.stack.sandbox_url + "/gateway.do", body=urlencode(params),
                          headers={"Content-Type": "application/x-www-form-urlencoded;charset=utf-8"})
     node = json.loads(r.data)["alipay_open_app_alipaycert_download_response"]
@@ -76,6 +109,7 @@ def refund_notification_answers(api, no, count):
 
 def test_purchase_refund_and_alipay_certificate_rotation_in_cert_mode(cert_stack, tmp_path):
     api = Api(cert_stack)
+    assert "certificate mode" in cert_stack.banner
     assert "alipay_public_key" not in secret(cert_stack) and secret(cert_stack)["alipay_cert"]
 
     order = api.create("page", total_amount="20.00")
