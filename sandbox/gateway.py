@@ -134,7 +134,8 @@ class Gateway:
             return self.chosen_answer(chosen)  # refused before anything happened
         try:
             biz = json.loads(params.get("biz_content") or "{}")
-            content = dict({"code": "10000", "msg": "Success"}, **getattr(self, SERVER_METHODS[method])(app, params, biz))
+            handler = getattr(self, SERVER_METHODS[method])
+            content = dict({"code": "10000", "msg": "Success"}, **handler(app, params, biz))
         except ValueError:
             content = business("ACQ.INVALID_PARAMETER", "biz_content 不是 JSON").fields
         except AlipayError as error:

@@ -1,5 +1,6 @@
-"""The sandbox's memory: apps, partners, trades, notifications, Alipay's keys and certificates. A JSON file, rewritten whole
-after each change (atomically), so a restart picks up where it stopped; `reset` empties it."""
+"""The sandbox's memory: apps, partners, trades, notifications, Alipay's keys and certificates.
+A JSON file, rewritten whole after each change (atomically), so a restart picks up where it
+stopped; `reset` forgets trades and notifications."""
 import json
 import os
 import pathlib

@@ -180,7 +180,8 @@ class Ledger:
         extra = {"refund_fee": trade["refund_fee"], "gmt_refund": stamp(now, millis=True), "out_biz_no": out_request_no}
         if full:
             extra["gmt_close"] = trade["gmt_close"]
-        self.queue(trade, self.notification(trade, trade["status"], **extra), "full refund" if full else "partial refund")
+        label = "full refund" if full else "partial refund"
+        self.queue(trade, self.notification(trade, trade["status"], **extra), label)
         return record, "Y"
 
     def new_out_request_no(self):
