@@ -114,11 +114,10 @@ class Scenarios:
         if trade["kind"] != "openapi":
             raise business("ACQ.TRADE_NOT_ALLOW_REFUND")
         out_request_no = out_request_no or self.new_out_request_no()
-        before = len(self.state.data["notifications"])
-        record, _ = self.refund(trade, amount or refund_amount or "1.00", out_request_no)
-        queued = [n for n in self.state.data["notifications"][before:] if n["trade_id"] == trade["id"]]
-        return {"queued": queued, "out_request_no": out_request_no, "refund_amount": record["amount"],
-                "refund_fee": trade["refund_fee"], "trade_status": trade["status"]}
+        record, fund_change = self.refund(trade, amount or refund_amount or "1.00", out_request_no)
+        return {"queued": [record.get("notification")], "out_request_no": out_request_no,
+                "refund_amount": record["amount"], "refund_fee": trade["refund_fee"], "trade_status": trade["status"],
+                "note": None if fund_change == "Y" else "this out_request_no was refunded before: nothing moved"}
 
     scenario_partial_refund = scenario_console_refund
 
@@ -130,11 +129,9 @@ class Scenarios:
     def scenario_expire(self, trade):
         if trade["status"] != "WAIT_BUYER_PAY":
             raise business("ACQ.TRADE_STATUS_ERROR", f"交易状态不合法: {trade['status']}, only a waiting trade expires")
-        before = len(self.state.data["notifications"])
         with self.state.lock:
             trade["expires_at"] = stamp(self.now())
-        self.expire_if_due(trade)
-        queued = [n for n in self.state.data["notifications"][before:] if n["trade_id"] == trade["id"]]
-        return {"queued": queued, "trade_status": trade["status"],
+        _, queued = self.expire_if_due(trade)
+        return {"queued": [queued], "trade_status": trade["status"],
                 "note": None if queued else "closed without a notification (page, precreate, legacy and trades "
                                             "the buyer never opened are not notified of a close, protocol §3.5)"}

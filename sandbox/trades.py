@@ -122,25 +122,27 @@ class Ledger:
 
     def expire_if_due(self, trade):
         """An unpaid trade closes at its expiry (§3.5): TRADE_CLOSED without refund_fee. Only
-        wap and app trades that the buyer opened are notified of it."""
+        wap and app trades that the buyer opened are notified of it. Whether it closed now, and
+        the notification queued for it (or None)."""
         if trade.get("status") != "WAIT_BUYER_PAY" or not trade.get("expires_at"):
-            return False
+            return False, None
         expires = timing.parse_stamp(trade["expires_at"])
         if expires is None or self.now() < expires:
-            return False
+            return False, None
         with self.state.lock:
             if trade["status"] != "WAIT_BUYER_PAY":
-                return False
+                return False, None
             trade.update(status="TRADE_CLOSED", gmt_close=trade["expires_at"], closed_by="timeout")
             self.state.save()
         if trade.get("buyer_acted") and trade.get("method") in CLOSE_NOTIFIED:
-            self.queue(trade, self.notification(trade, "TRADE_CLOSED", gmt_close=trade["gmt_close"]), "timeout close")
-        return True
+            built = self.notification(trade, "TRADE_CLOSED", gmt_close=trade["gmt_close"])
+            return True, self.queue(trade, built, "timeout close")
+        return True, None
 
     def close_expired(self):
         with self.state.lock:
             waiting = [t for t in self.state.data["trades"].values() if t.get("status") == "WAIT_BUYER_PAY"]
-        return [t["out_trade_no"] for t in waiting if self.expire_if_due(t)]
+        return [t["out_trade_no"] for t in waiting if self.expire_if_due(t)[0]]
 
     # ---- refunds --------------------------------------------------------------------------
 
@@ -155,8 +157,9 @@ class Ledger:
 
     def refund(self, trade, amount, out_request_no, reason=None):
         """Perform a refund or find the same one again: (record, fund_change). A new refund
-        moves money, adds to the cumulative refund_fee and is notified; the same out_request_no
-        and amount again changes nothing (fund_change N); another amount is refused."""
+        moves money, adds to the cumulative refund_fee and is notified (the record then names the
+        queued notification); the same out_request_no and amount again changes nothing
+        (fund_change N); another amount is refused."""
         amount = Decimal(check_amount(amount))
         with self.state.lock:
             refunds = trade.setdefault("refunds", {})
@@ -170,8 +173,8 @@ class Ledger:
             if fee > Decimal(trade["total_amount"]):
                 raise business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
             now = self.now()
-            record = {"amount": money(amount), "gmt_refund_pay": stamp(now), "reason": reason or ""}
-            refunds[out_request_no] = record
+            refunds[out_request_no] = {"amount": money(amount), "gmt_refund_pay": stamp(now), "reason": reason or ""}
+            record = dict(refunds[out_request_no])  # what the caller gets back; the stored one stays plain
             trade["refund_fee"] = money(fee)
             full = fee == Decimal(trade["total_amount"])
             if full:  # a paid trade closes only by a full refund (§3.6)
@@ -181,7 +184,7 @@ class Ledger:
         if full:
             extra["gmt_close"] = trade["gmt_close"]
         label = "full refund" if full else "partial refund"
-        self.queue(trade, self.notification(trade, trade["status"], **extra), label)
+        record["notification"] = self.queue(trade, self.notification(trade, trade["status"], **extra), label)
         return record, "Y"
 
     def new_out_request_no(self):
