@@ -55,8 +55,10 @@ class Gateway:
     def on_gateway(self, request):
         try:
             params, charset = request_params(request)
-        except AlipayError as error:
-            return self.error_page(error.fields)
+        except AlipayError as error:  # a charset it cannot decode: a server call still gets JSON
+            method = request.args.get("method") or request.form.get("method")
+            return self.render({}, "utf-8", None, error.fields) if method in SERVER_METHODS else \
+                self.error_page(error.fields)
         if params.get("service") == "notify_verify":
             return self.notify_verify(params)
         if params.get("service") == "create_direct_pay_by_user":
