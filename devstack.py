@@ -97,7 +97,7 @@ def http_json(url, payload=None):
 
 class Stack:
     def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, shop_port=0, time_factor=1.0,
-                 extra_env=None):
+                 extra_env=None, cert_mode=False):
         self.workdir = pathlib.Path(workdir)
         self.logs = self.workdir / "logs"
         self.api_port = api_port or free_port()
@@ -107,6 +107,7 @@ class Stack:
         self._shop_server = None
         self.time_factor = time_factor
         self.extra_env = extra_env or {}
+        self.cert_mode = cert_mode
         self.processes = {}
         self.token = None
 
@@ -188,8 +189,13 @@ class Stack:
             sm.create_secret(Name=secret_id, SecretString=json.dumps(secret))
         except sm.exceptions.ResourceExistsException:
             sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(secret))
-        http_json(self.sandbox_url + "/sandbox/apps",
-                  {"app_id": APP_ID, "public_key": keys.spki_base64(app_key), "seller_id": SELLER_ID})
+        registered = http_json(self.sandbox_url + "/sandbox/apps",
+                               {"app_id": APP_ID, "public_key": keys.spki_base64(app_key), "seller_id": SELLER_ID,
+                                "cert_mode": self.cert_mode})
+        if self.cert_mode:  # the certificate trio replaces the Alipay public key (contract, "The secret")
+            del secret["alipay_public_key"]
+            secret.update({name: registered[name] for name in ("app_cert", "alipay_cert", "alipay_root_cert")})
+            sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(secret))
         http_json(self.sandbox_url + "/sandbox/partners", {"partner": PARTNER, "md5_key": self.md5_key})
         gateway = self.sandbox_url + "/gateway.do"
         return dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
@@ -221,8 +227,11 @@ def main(argv=None):
     parser.add_argument("--shop-port", type=int, default=int(os.environ.get("SHOP_PORT", 8002)))
     parser.add_argument("--workdir", default=str(ROOT / "run"))
     parser.add_argument("--time-factor", type=float, default=0.01, help="Alipay's retry schedule scaled")
+    parser.add_argument("--cert-mode", action="store_true", default=os.environ.get("CERT_MODE", "") not in ("", "0"),
+                        help="Alipay's certificate mode (also: make run CERT_MODE=1)")
     args = parser.parse_args(argv)
-    stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor)
+    stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor,
+                  cert_mode=args.cert_mode)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.start()
@@ -233,6 +242,7 @@ chalice-alipay local stack is up (logs: {stack.logs}/)
   API (chalice local)  {stack.api_url}
   Alipay sandbox       {stack.sandbox_url}/gateway.do   notifications: {stack.sandbox_url}/sandbox/notifications.html
   AWS (moto server)    {stack.moto.url}
+  Alipay signing       {"certificate mode" if stack.cert_mode else "public key mode"}
   API token            {stack.token}
 
   curl -s -X POST {stack.api_url}/orders -H 'Authorization: Bearer {stack.token}' \\

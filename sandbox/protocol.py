@@ -6,7 +6,7 @@ import binascii
 import hashlib
 import hmac
 import json
-from urllib.parse import parse_qsl, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -46,6 +46,11 @@ def encode(params, charset="utf-8"):
     return "&".join(f"{quote_plus(k)}={quote_plus(v, encoding=charset)}" for k, v in params.items())
 
 
+def percent_encode(text, charset="utf-8"):
+    """Every reserved byte as %XX, `/` and `+` included."""
+    return quote(text, safe="", encoding=charset)
+
+
 def decode(text, charset="utf-8"):
     """Form fields (last one wins on repeats: the sandbox is lenient where Alipay is)."""
     return dict(parse_qsl(text, keep_blank_values=True, encoding=charset))
@@ -64,8 +69,10 @@ def public_key_line(private_key):
     return base64.b64encode(der).decode()
 
 
-def signed_response(private_key, method, content, sign_type="RSA2"):
-    """A gateway answer: `{"<method>_response": {...}, "sign": "..."}`, signed over the node text."""
+def signed_response(private_key, method, content, sign_type="RSA2", charset="utf-8", alipay_cert_sn=None):
+    """A gateway answer: `{"<method>_response": {...}, "sign": "..."}`, signed over the node
+    text's bytes in the request's charset (§5.2); cert mode adds a top-level alipay_cert_sn (§5.1)."""
     node = method.replace(".", "_") + "_response"
     text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-    return '{"%s":%s,"sign":"%s"}' % (node, text, rsa_sign(private_key, text, sign_type))
+    cert = ',"alipay_cert_sn":"%s"' % alipay_cert_sn if alipay_cert_sn else ""
+    return '{"%s":%s%s,"sign":"%s"}' % (node, text, cert, rsa_sign(private_key, text, sign_type, charset))

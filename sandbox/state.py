@@ -1,5 +1,6 @@
-"""The sandbox's memory: apps, partners, trades, notifications. A JSON file, rewritten whole
-after each change (atomically), so a restart picks up where it stopped; `reset` empties it."""
+"""The sandbox's memory: apps, partners, trades, notifications, Alipay's keys and certificates.
+A JSON file, rewritten whole after each change (atomically), so a restart picks up where it
+stopped; `reset` forgets trades and notifications."""
 import json
 import os
 import pathlib
@@ -9,7 +10,11 @@ import threading
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-EMPTY = {"apps": {}, "partners": {}, "trades": {}, "notifications": [], "valid_notify_ids": {}}
+from sandbox import certs
+
+EMPTY = {"apps": {}, "partners": {}, "trades": {}, "notifications": [], "valid_notify_ids": {}, "switches": {},
+         "clock_offset": 0.0}
+KEPT = ("apps", "partners", "alipay_private_key", "pki")  # registrations and Alipay's own keys
 
 
 class State:
@@ -25,7 +30,17 @@ class State:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption()).decode()
         self.alipay_key = serialization.load_pem_private_key(self.data["alipay_private_key"].encode(), None)
+        for trade in self.data["trades"].values():  # refunds were bare amounts before they were records
+            for no, record in trade.get("refunds", {}).items():
+                if isinstance(record, str):
+                    trade["refunds"][no] = {"amount": record, "gmt_refund_pay": trade.get("gmt_payment", "")}
+        if "pki" not in self.data:
+            self.data["pki"] = certs.new_pki()
         self.save()
+
+    @property
+    def pki(self):
+        return self.data["pki"]
 
     def save(self):
         if not self.path:
@@ -40,8 +55,9 @@ class State:
     def reset(self, keep_registrations=True):
         """Forget trades and notifications; apps, partners and the Alipay key stay."""
         with self.lock:
-            kept = {k: self.data[k] for k in ("apps", "partners", "alipay_private_key")} if keep_registrations else {
-                "alipay_private_key": self.data["alipay_private_key"]}
+            kept = {k: self.data[k] for k in KEPT if k in self.data}
+            if not keep_registrations:
+                kept = {k: v for k, v in kept.items() if k not in ("apps", "partners")}
             self.data = json.loads(json.dumps(EMPTY))
             self.data.update(kept)
             self.save()
