@@ -46,8 +46,10 @@ class KmsSigner(signing.Signer):
         """(RSA public key, GetPublicKey's answer); raises ValueError when the key cannot sign RSA2."""
         answer = self._call("get_public_key", KeyId=self.key_id)
         problems = []
-        if answer.get("KeySpec") != KEY_SPEC:
-            problems.append(f"is {answer.get('KeySpec')}, not {KEY_SPEC}")
+        # CustomerMasterKeySpec is KeySpec's deprecated name; KMS still answers both, moto only the old one.
+        spec = answer.get("KeySpec") or answer.get("CustomerMasterKeySpec")
+        if spec != KEY_SPEC:
+            problems.append(f"is {spec}, not {KEY_SPEC}")
         if answer.get("KeyUsage") != KEY_USAGE:
             problems.append(f"has KeyUsage {answer.get('KeyUsage')}, not {KEY_USAGE}")
         if SIGNING_ALGORITHM not in answer.get("SigningAlgorithms", []):
