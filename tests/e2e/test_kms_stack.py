@@ -1,44 +1,54 @@
-"""`make run SIGNER=kms`, from a fresh clone, in its own process: the secret holds no private key,
-the sandbox has the KMS key's public key registered, and verifies everything the service signs
-(pay links, gateway calls) exactly as Alipay would. (Its own process: moto's state is per process,
-so a second in-process stack would share, and overwrite, the session stack's secret.)"""
+"""The local stack with the app key in KMS (`python devstack.py --signer kms`, `make run SIGNER=kms`):
+the secret holds no private key, the sandbox has the KMS key's public key registered, and verifies
+everything the service signs (pay links, gateway calls) exactly as Alipay would. The stack runs in a
+process of its own: moto's state is per process, so a second stack inside the test process would
+share, and overwrite, the session stack's secret."""
 import json
 import re
+import sys
 import types
 
 import boto3
 import pytest
 
 from tests.e2e.conftest import Api
-from tests.e2e.test_make_run import make_run
+from tests.e2e.test_make_run import ROOT, local_stack, make_run
 
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
+KMS_BANNER = "App key              in KMS (moto), alias/chalice-alipay-local"
+
+
+def moto_secret(moto_url):
+    secrets = boto3.client("secretsmanager", endpoint_url=moto_url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    return json.loads(secrets.get_secret_value(SecretId="alipay/merchant")["SecretString"])
+
+
+def printed(text, name):
+    return re.search(rf"{name}\s+(\S+)", text).group(1)
 
 
 @pytest.fixture(scope="module")
-def kms_run(tmp_path_factory):
-    with make_run(tmp_path_factory.mktemp("kms-run"), "SIGNER=kms") as (_, text):
-        yield text
+def kms_api(tmp_path_factory):
+    # Run files outside the project: chalice local restarts on every change under it (traps.md).
+    workdir = tmp_path_factory.mktemp("kms-stack")
+    with local_stack([sys.executable, "devstack.py", "--signer", "kms", "--workdir", str(workdir),
+                      "--time-factor", "0.002"], ROOT) as text:
+        assert KMS_BANNER in text, text
+        yield Api(types.SimpleNamespace(
+            api_url=printed(text, r"API \(chalice local\)"), moto_url=printed(text, r"AWS \(moto server\)"),
+            sandbox_url=printed(text, "Alipay sandbox").replace("/gateway.do", ""), token=printed(text, "API token")))
 
 
-@pytest.fixture
-def kms_api(kms_run):
-    def url(name):
-        return re.search(rf"{name}\s+(\S+)", kms_run).group(1)
-    stack = types.SimpleNamespace(api_url=url(r"API \(chalice local\)"), moto_url=url(r"AWS \(moto server\)"),
-                                  sandbox_url=url("Alipay sandbox").replace("/gateway.do", ""),
-                                  token=url("API token"))
-    return Api(stack)
-
-
-def test_make_run_says_where_the_app_key_is(kms_run):
-    assert "App key              in KMS (moto), alias/chalice-alipay-local" in kms_run
+def test_make_run_signer_kms_keeps_the_app_key_in_kms(tmp_path):
+    with make_run(tmp_path, "SIGNER=kms") as (_, text):
+        assert KMS_BANNER in text, text
+        secret = moto_secret(printed(text, r"AWS \(moto server\)"))
+        assert "app_private_key" not in secret and secret["app_signer"]["kms_key_id"].startswith("arn:aws:kms:")
 
 
 def test_the_secret_names_a_kms_key_and_holds_no_private_key(kms_api):
-    secrets = boto3.client("secretsmanager", endpoint_url=kms_api.stack.moto_url, region_name="us-east-1",
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
-    secret = json.loads(secrets.get_secret_value(SecretId="alipay/merchant")["SecretString"])
+    secret = moto_secret(kms_api.stack.moto_url)
     assert "app_private_key" not in secret
     assert secret["app_signer"]["kms_key_id"].startswith("arn:aws:kms:")
 

@@ -31,14 +31,21 @@ def port_is_free(port):
 
 @contextlib.contextmanager
 def make_run(tmp_path, *make_args):
-    """`make run` from a fresh clone on free ports: yields its output up to "Ctrl-C stops everything";
-    afterwards stops it with Ctrl-C and checks that every port is free again."""
+    """`make run` from a fresh clone on free ports: yields (clone, its output up to "Ctrl-C stops
+    everything"); afterwards stops it with Ctrl-C and checks that every port is free again."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    # The project's own virtualenv stands in for the install step, which `make test` already proved.
+    with local_stack(["make", "run", *make_args, f"VENV={ROOT / '.venv'}"], clone) as text:
+        yield clone, text
+
+
+@contextlib.contextmanager
+def local_stack(command, cwd):
+    """The local stack started by `command` in a process of its own, on free ports."""
     ports = {name: free_port() for name in ("PORT", "SANDBOX_PORT", "MOTO_PORT", "SHOP_PORT")}
     env = dict(os.environ, **{k: str(v) for k, v in ports.items()})
-    # The project's own virtualenv stands in for the install step, which `make test` already proved.
-    process = subprocess.Popen(["make", "run", *make_args, f"VENV={ROOT / '.venv'}"], cwd=clone, env=env, text=True,
+    process = subprocess.Popen(command, cwd=cwd, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     output, deadline = [], time.monotonic() + 120
     try:
@@ -51,7 +58,7 @@ def make_run(tmp_path, *make_args):
                 break
         text = "".join(output)
         assert "Ctrl-C stops everything" in text, text
-        yield clone, text
+        yield text
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)
