@@ -77,8 +77,9 @@ def keygen(args):
 
 
 def kms_keygen(args):
-    """An RSA_2048 SIGN_VERIFY key in KMS, named alias/chalice-alipay-STAGE (the name the stage's
-    policy allows, .chalice/policy-STAGE.json); prints the one-line public key for Alipay's console.
+    """An RSA_2048 SIGN_VERIFY key in KMS, named alias/chalice-alipay-STAGE (the alias the stage's
+    policy lets the signing functions use, .chalice/policy-signing-STAGE.json); prints the one-line
+    public key for Alipay's console.
     An alias that already exists is not moved: its key's public key is printed again."""
     from chalicelib.alipay import keys
     from chalicelib.signers import KEY_SPEC, KEY_USAGE, KmsSigner

@@ -47,12 +47,6 @@ def test_make_run_signer_kms_keeps_the_app_key_in_kms(tmp_path):
         assert "app_private_key" not in secret and secret["app_signer"]["kms_key_id"].startswith("arn:aws:kms:")
 
 
-def test_the_secret_names_a_kms_key_and_holds_no_private_key(kms_api):
-    secret = moto_secret(kms_api.stack.moto_url)
-    assert "app_private_key" not in secret
-    assert secret["app_signer"]["kms_key_id"].startswith("arn:aws:kms:")
-
-
 def test_a_purchase_signed_by_kms_is_verified_by_the_sandbox_and_paid(kms_api):
     order = kms_api.create("page")
     cashier = kms_api.open_cashier(order)  # the sandbox verified the KMS signature with the registered key
