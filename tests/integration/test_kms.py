@@ -3,6 +3,7 @@ verifies with the key's public key, the app signing through KMS, and the admin c
 (kms-keygen, put-secret, check). The DIGEST path is in tests/unit/test_kms_signer.py (traps.md)."""
 import itertools
 import json
+import os
 from urllib.parse import parse_qsl, urlparse
 
 import boto3
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from chalicelib.alipay import keys, signing
 from chalicelib.signers import KmsSigner
-from tests.integration.helpers import create_order
+from tests.integration.helpers import create_order, get_order
 from tests.integration.test_manage import manage
 from tests.support import Merchant
 
@@ -72,6 +73,24 @@ def test_a_kms_key_that_cannot_sign_answers_503_unavailable(client, aws, env, km
     r = client.http.post("/orders", headers={**merchant.auth, "Content-Type": "application/json"},
                          body=json.dumps({"product": "page", "subject": "tea", "total_amount": "1.00"}))
     assert r.status_code == 503 and json.loads(r.body)["error"]["code"] == "unavailable"
+
+
+def test_notifications_never_need_kms(client, aws, env, kms_merchant):
+    """Why the notify function's policy has no kms:Sign: it verifies, it never signs."""
+    order = create_order(client, kms_merchant, total_amount="3.00")
+    kms_merchant.secret = dict(kms_merchant.secret, app_signer={"kms_key_id": "alias/chalice-alipay-nowhere"})
+    kms_merchant.put(aws["secretsmanager"], env["ALIPAY_SECRET_ID"])
+    os.environ["SECRET_TTL_SECONDS"] = "0"  # the env fixture restores it
+    body = kms_merchant.notification(order["out_trade_no"], "3.00")
+    event = {"version": "2.0", "rawPath": "/", "headers": {"content-type": "application/x-www-form-urlencoded"},
+             "requestContext": {"http": {"method": "POST", "path": "/"}}, "body": body.decode(),
+             "isBase64Encoded": False}
+    answer = client.lambda_.invoke("notify", event).payload
+    assert answer["statusCode"] == 200 and answer["body"] == "success"
+    assert get_order(client, kms_merchant, order["out_trade_no"])[1]["status"] == "TRADE_SUCCESS"
+    r = client.http.post("/orders", headers={**kms_merchant.auth, "Content-Type": "application/json"},
+                         body=json.dumps({"product": "page", "subject": "tea", "total_amount": "1.00"}))
+    assert r.status_code == 503  # while signing, with that key, is impossible
 
 
 def test_kms_keygen_makes_the_stage_key_and_prints_its_public_key(kms):
