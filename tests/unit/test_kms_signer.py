@@ -2,6 +2,7 @@
 again, unlike KMS: traps.md), the 4,096-byte boundary, refusals and failures. The signatures the
 stub answers are computed with `cryptography`, exactly as KMS would make them; the RAW path is
 tested against a moto server in tests/integration/test_kms.py."""
+import datetime
 import hashlib
 import json
 
@@ -46,18 +47,16 @@ def credentials(client):
 def test_a_string_to_sign_over_4096_bytes_is_sent_as_its_sha256_digest(kms):
     client, stubber = kms
     biz = pay.trade_biz("page", "T1", "88.80", "tea", body="x" * 5000)
-    # The string-to-sign is known before the request: timestamp pinned.
-    import datetime
-    now = datetime.datetime(2026, 11, 27, 5, 0, tzinfo=datetime.timezone.utc)
-    unsigned = {k: v for k, v in pay.signed_request(pay.AppCredentials(app_id="2021000000000001",
-                                                                       private_key=HSM_KEY),
-                                                    "alipay.trade.page.pay", biz, now=now).items() if k != "sign"}
-    content = signing.canonical_string(unsigned, signing.REQUEST_EXCLUDED).encode()
+    now = datetime.datetime(2026, 11, 27, 5, 0, tzinfo=datetime.timezone.utc)  # the same string both times
+    locally_signed = pay.signed_request(pay.AppCredentials(app_id="2021000000000001", private_key=HSM_KEY),
+                                        "alipay.trade.page.pay", biz, now=now)
+    content = signing.canonical_string(locally_signed, signing.REQUEST_EXCLUDED).encode()
     assert len(content) > RAW_MESSAGE_LIMIT
     expect_sign(stubber, hashlib.sha256(content).digest(), "DIGEST")
     params = pay.signed_request(credentials(client), "alipay.trade.page.pay", biz, now=now)
-    # What KMS signed is what Alipay verifies: the whole string, SHA256withRSA.
+    # What KMS signed is what Alipay verifies: the whole string, SHA256withRSA; the same bytes as locally.
     signing.verify_params(params, [HSM_KEY.public_key()], "RSA2", excluded=signing.REQUEST_EXCLUDED)
+    assert params == locally_signed
 
 
 @pytest.mark.parametrize("size,message_type", [(RAW_MESSAGE_LIMIT, "RAW"), (RAW_MESSAGE_LIMIT + 1, "DIGEST"),
