@@ -97,7 +97,7 @@ def http_json(url, payload=None):
 
 class Stack:
     def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, shop_port=0, time_factor=1.0,
-                 extra_env=None, cert_mode=False):
+                 extra_env=None, cert_mode=False, signer="local"):
         self.workdir = pathlib.Path(workdir)
         self.logs = self.workdir / "logs"
         self.api_port = api_port or free_port()
@@ -108,6 +108,7 @@ class Stack:
         self.time_factor = time_factor
         self.extra_env = extra_env or {}
         self.cert_mode = cert_mode
+        self.signer = signer  # "local": app_private_key in the secret; "kms": the key held in (moto's) KMS
         self.processes = {}
         self.token = None
 
@@ -184,13 +185,18 @@ class Stack:
             "api_tokens": [hashlib.sha256(self.token.encode()).hexdigest()],
             "partner": PARTNER, "md5_key": self.md5_key,
         }
+        app_public_key = keys.spki_base64(app_key)
+        if self.signer == "kms":
+            self.app_key = None  # nothing here can sign as the app: only KMS can
+            secret.pop("app_private_key")
+            secret["app_signer"], app_public_key = kms_app_key(self.moto.url)
         sm = boto3.client("secretsmanager", endpoint_url=self.moto.url)
         try:
             sm.create_secret(Name=secret_id, SecretString=json.dumps(secret))
         except sm.exceptions.ResourceExistsException:
             sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(secret))
         registered = http_json(self.sandbox_url + "/sandbox/apps",
-                               {"app_id": APP_ID, "public_key": keys.spki_base64(app_key), "seller_id": SELLER_ID,
+                               {"app_id": APP_ID, "public_key": app_public_key, "seller_id": SELLER_ID,
                                 "cert_mode": self.cert_mode})
         if self.cert_mode:  # the certificate trio replaces the Alipay public key (contract, "The secret")
             del secret["alipay_public_key"]
@@ -219,6 +225,21 @@ class Stack:
         self.moto.stop()
 
 
+def kms_app_key(moto_url, alias="alias/chalice-alipay-local"):
+    """`SIGNER=kms`: an RSA_2048 signing key in the moto server's KMS, as `manage.py kms-keygen`
+    makes in AWS; the secret's app_signer and the public key the sandbox registers."""
+    import base64
+
+    import boto3
+    kms = boto3.client("kms", endpoint_url=moto_url)
+    arn = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+    try:
+        kms.create_alias(AliasName=alias, TargetKeyId=arn)
+    except kms.exceptions.AlreadyExistsException:  # moto's state is per process, shared by every server
+        kms.update_alias(AliasName=alias, TargetKeyId=arn)
+    return {"kms_key_id": arn}, base64.b64encode(kms.get_public_key(KeyId=arn)["PublicKey"]).decode()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="the whole local stack")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -229,9 +250,11 @@ def main(argv=None):
     parser.add_argument("--time-factor", type=float, default=0.01, help="Alipay's retry schedule scaled")
     parser.add_argument("--cert-mode", action="store_true", default=os.environ.get("CERT_MODE", "") not in ("", "0"),
                         help="Alipay's certificate mode (also: make run CERT_MODE=1)")
+    parser.add_argument("--signer", choices=("local", "kms"), default=os.environ.get("SIGNER", "local"),
+                        help="where the app key lives: in the secret, or in (moto's) KMS; env SIGNER")
     args = parser.parse_args(argv)
     stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor,
-                  cert_mode=args.cert_mode)
+                  cert_mode=args.cert_mode, signer=args.signer)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.start()
@@ -244,6 +267,7 @@ chalice-alipay local stack is up (logs: {stack.logs}/)
   AWS (moto server)    {stack.moto.url}
   Alipay signing       {"certificate mode" if stack.cert_mode else "public key mode"}
   API token            {stack.token}
+  App key              {"in KMS (moto), alias/chalice-alipay-local" if stack.signer == "kms" else "in the secret"}
 
   curl -s -X POST {stack.api_url}/orders -H 'Authorization: Bearer {stack.token}' \\
        -H 'Content-Type: application/json' -d '{{"product": "page", "subject": "Tea", "total_amount": "88.80"}}'

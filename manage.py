@@ -1,4 +1,4 @@
-"""Admin commands: create-table, put-secret, keygen, token, check, reconcile, migrate-due.
+"""Admin commands: create-table, put-secret, keygen, kms-keygen, token, check, reconcile, migrate-due.
 
 They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
@@ -31,14 +31,26 @@ def create_table(args):
     return 0
 
 
-def put_secret(args):
+def _parse_and_check(text, prefix):
+    """The parsed secret, or None after printing every reason. A KMS app key is asked to sign and
+    to show its public key here (once per command, never per request)."""
     from chalicelib.merchant import MerchantConfigError, parse_secret
-    text = pathlib.Path(args.file).read_text(encoding="utf-8")
+    from chalicelib.signers import KmsSigner, check_kms_signer
     try:
-        parse_secret(text)
+        config = parse_secret(text, lambda: _client("kms"))
+        reasons = []
+        if isinstance(config.credentials.signer, KmsSigner):
+            reasons = check_kms_signer(config.credentials.signer, config.alipay_keys)
     except MerchantConfigError as error:
-        for reason in error.reasons:
-            print(f"invalid secret: {reason}", file=sys.stderr)
+        reasons = error.reasons
+    for reason in reasons:
+        print(f"{prefix}: {reason}", file=sys.stderr)
+    return None if reasons else config
+
+
+def put_secret(args):
+    text = pathlib.Path(args.file).read_text(encoding="utf-8")
+    if _parse_and_check(text, "invalid secret") is None:
         return 1
     client = _client("secretsmanager")
     secret_id = settings.load().secret_id
@@ -72,6 +84,34 @@ def keygen(args):
     return 0
 
 
+def kms_keygen(args):
+    """An RSA_2048 SIGN_VERIFY key in KMS, named alias/chalice-alipay-STAGE (the alias the stage's
+    policy lets the signing functions use, .chalice/policy-signing-STAGE.json); prints the one-line
+    public key for Alipay's console.
+    An alias that already exists is not moved: its key's public key is printed again."""
+    from chalicelib.alipay import keys
+    from chalicelib.signers import KEY_SPEC, KEY_USAGE, KmsSigner
+    kms = _client("kms")
+    alias = f"alias/chalice-alipay-{args.stage}"
+    try:
+        key_id = kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+        print(f"{alias} already names {key_id}: not creating another key", file=sys.stderr)
+    except kms.exceptions.NotFoundException:
+        key_id = kms.create_key(KeySpec=KEY_SPEC, KeyUsage=KEY_USAGE,
+                                Description=f"chalice-alipay {args.stage}: the Alipay app key (RSA2)",
+                                Tags=[{"TagKey": "chalice-alipay-stage", "TagValue": args.stage}])["KeyMetadata"]["Arn"]
+        kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+        print(f"created {key_id} as {alias}", file=sys.stderr)
+    try:
+        public, _ = KmsSigner(key_id, lambda: kms).public_key()
+    except ValueError as error:
+        print(f"problem: {error}", file=sys.stderr)
+        return 1
+    print(f'in the secret: "app_signer": {{"kms_key_id": "{key_id}"}}, "sign_type": "RSA2"', file=sys.stderr)
+    print(keys.spki_base64(public))
+    return 0
+
+
 def token(args):
     value = secrets.token_urlsafe(32)
     print(json.dumps({"token": value, "sha256": hashlib.sha256(value.encode()).hexdigest()}))
@@ -79,21 +119,19 @@ def token(args):
 
 
 def check(args):
-    from chalicelib.merchant import MerchantConfigError, parse_secret
     secret_id = settings.load().secret_id
     try:
         text = _client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
     except Exception as error:  # report any failure to fetch as a reason, not a traceback
         print(f"cannot read secret {secret_id}: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    try:
-        config = parse_secret(text)
-    except MerchantConfigError as error:
-        for reason in error.reasons:
-            print(f"problem: {reason}", file=sys.stderr)
+    config = _parse_and_check(text, "problem")
+    if config is None:
         return 1
     mode = "cert mode" if config.alipay_cert_sn else "public key mode"
+    signer = getattr(config.credentials.signer, "key_id", None)
     print(f"secret {secret_id}: app {config.app_id}, {config.sign_type}, {mode}, "
+          f"app key {'in KMS ' + signer + ' (a test signature verified)' if signer else 'in the secret'}, "
           f"{len(config.alipay_keys)} Alipay key(s), {len(config.api_token_hashes)} API token(s), "
           f"legacy {'on' if config.legacy_enabled else 'off'}: all well")
     return 0
@@ -135,6 +173,9 @@ def main(argv=None):
     gen = commands.add_parser("keygen", help="a new RSA-2048 app key pair")
     gen.add_argument("--out", default=".")
     gen.set_defaults(run=keygen)
+    kms = commands.add_parser("kms-keygen", help="an RSA-2048 app key in AWS KMS for a stage; prints its public key")
+    kms.add_argument("--stage", required=True, help="the key's alias is alias/chalice-alipay-STAGE")
+    kms.set_defaults(run=kms_keygen)
     commands.add_parser("token", help="a new merchant API token and its hash").set_defaults(run=token)
     commands.add_parser("check", help="load the secret and check it").set_defaults(run=check)
     rec = commands.add_parser("reconcile", help="one reconciliation pass, as the scheduled function runs it")

@@ -11,8 +11,9 @@ from bench import protocol
 def main(argv):
     sections = {"protocol": protocol.run}
     try:
-        from bench import service
+        from bench import kms, service
         sections["service"] = service.run
+        sections["kms"] = kms.run
     except ImportError:
         pass
     chosen = argv[1:] or list(sections)

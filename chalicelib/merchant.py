@@ -6,6 +6,7 @@ milliseconds, so the parsed config is what is cached, for SECRET_TTL_SECONDS per
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from chalicelib.alipay import aes, keys
 from chalicelib.alipay.errors import KeyFormatError
 from chalicelib.alipay.pay import AppCredentials
 from chalicelib.errors import Unauthorized, Unavailable
+from chalicelib.signers import KmsSigner, LazyClient
+
+_default_kms_client = LazyClient("kms")  # made at the first KMS signature, never at import
 
 
 class MerchantConfigError(ValueError):
@@ -62,8 +66,12 @@ class MerchantConfig:
         return digest[:8]
 
 
-def parse_secret(text):
-    """A MerchantConfig from the secret's JSON text, or MerchantConfigError with every reason."""
+def parse_secret(text, kms_client_factory=None):
+    """A MerchantConfig from the secret's JSON text, or MerchantConfigError with every reason.
+
+    Makes no AWS call: a KMS signer's client is made by `kms_client_factory` (default: one lazy
+    client per container) at its first signature.
+    """
     try:
         data = json.loads(text)
     except (TypeError, ValueError):
@@ -87,12 +95,18 @@ def parse_secret(text):
     if sign_type not in ("RSA2", "RSA"):
         reasons.append("sign_type must be RSA2 or RSA")
 
-    private_key = None
-    if field("app_private_key", required=True):
+    private_key = signer = None
+    if field("app_signer") is not None:
+        signer = _kms_signer(data["app_signer"], sign_type, kms_client_factory, reasons)
+        if field("app_private_key"):
+            reasons.append("give app_private_key or app_signer, not both")
+    elif field("app_private_key"):
         try:
             private_key = keys.load_private_key(data["app_private_key"])
         except KeyFormatError as error:
             reasons.append(str(error))
+    else:
+        reasons.append("app_private_key is missing (or app_signer naming a KMS key)")
 
     app_cert_sn = root_cert_sn = alipay_cert_sn = None
     alipay_keys = []
@@ -144,11 +158,27 @@ def parse_secret(text):
         raise MerchantConfigError(reasons)
     return MerchantConfig(
         credentials=AppCredentials(app_id=app_id, private_key=private_key, sign_type=sign_type,
-                                   app_cert_sn=app_cert_sn, alipay_root_cert_sn=root_cert_sn),
+                                   app_cert_sn=app_cert_sn, alipay_root_cert_sn=root_cert_sn, signer=signer),
         alipay_keys=tuple(alipay_keys),
         seller_id=field("seller_id"),
         api_token_hashes=tuple(t.lower() for t in tokens),
         partner=partner, md5_key=md5_key, alipay_cert_sn=alipay_cert_sn, aes_key=aes_key)
+
+
+# A key id, a key or alias ARN (any partition), or an alias name: what KMS Sign's KeyId takes.
+_KMS_KEY_ID = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+"
+                         r"|alias/[A-Za-z0-9/_-]+|(mrk-)?[0-9a-f-]{32,36})$")
+
+
+def _kms_signer(spec, sign_type, kms_client_factory, reasons):
+    """`"app_signer": {"kms_key_id": ...}`: the app key held in AWS KMS (RSA2 only)."""
+    key_id = spec.get("kms_key_id") if isinstance(spec, dict) else None
+    if not (isinstance(key_id, str) and _KMS_KEY_ID.match(key_id)):
+        reasons.append('app_signer must be {"kms_key_id": "<key ARN, key id or alias/...>"}')
+        return None
+    if sign_type != "RSA2":
+        reasons.append("app_signer (a KMS key) signs RSA2 only: KMS has no SHA-1 signing, so sign_type must be RSA2")
+    return KmsSigner(key_id, kms_client_factory or _default_kms_client)
 
 
 def _is_hex(text):
@@ -166,8 +196,9 @@ class MerchantSource:
     later (Alipay retries notifications), and nothing is changed meanwhile.
     """
 
-    def __init__(self, secrets_client_factory, clock=time.monotonic):
+    def __init__(self, secrets_client_factory, clock=time.monotonic, kms_client_factory=None):
         self._client_factory = secrets_client_factory
+        self._kms_client_factory = kms_client_factory
         self._clock = clock
         self._lock = threading.Lock()
         self._cached = {}  # secret_id -> (config, fetched_at)
@@ -177,7 +208,7 @@ class MerchantSource:
             hit = self._cached.get(secret_id)
             if hit and ttl_seconds > 0 and self._clock() - hit[1] < ttl_seconds:
                 return hit[0]
-        config = parse_or_unavailable(self.fetch_text(secret_id))
+        config = parse_or_unavailable(self.fetch_text(secret_id), self._kms_client_factory)
         with self._lock:
             self._cached[secret_id] = (config, self._clock())
         return config
@@ -194,9 +225,9 @@ class MerchantSource:
             raise Unavailable(f"secret {secret_id} has no SecretString") from None
 
 
-def parse_or_unavailable(text):
+def parse_or_unavailable(text, kms_client_factory=None):
     try:
-        return parse_secret(text)
+        return parse_secret(text, kms_client_factory)
     except MerchantConfigError as error:
         # Never echo the secret; the reasons name fields, not values.
         raise Unavailable(f"the merchant secret is invalid: {error}") from None

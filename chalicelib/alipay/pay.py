@@ -6,7 +6,7 @@ from typing import Optional
 from urllib.parse import quote_plus
 
 from .money import beijing_timestamp, format_amount
-from .signing import md5_sign, sign_params
+from .signing import LocalKeySigner, Signer, md5_sign, sign_params
 
 # product -> (method, product_code), protocol §2.4
 PRODUCTS = {
@@ -18,13 +18,24 @@ PRODUCTS = {
 
 @dataclass(frozen=True)
 class AppCredentials:
-    """What signs a request as the merchant's app. Key objects, never PEM text."""
+    """What signs a request as the merchant's app. Key objects or a Signer, never PEM text.
+
+    Give either `private_key` (signed here) or `signer` (a signing.Signer, e.g. one whose key
+    never leaves AWS KMS); everything that signs goes through `signer`.
+    """
     app_id: str
-    private_key: object
+    private_key: object = None
     sign_type: str = "RSA2"
     charset: str = "utf-8"
     app_cert_sn: Optional[str] = None          # cert mode (§6)
     alipay_root_cert_sn: Optional[str] = None
+    signer: Optional[Signer] = None
+
+    def __post_init__(self):
+        if self.signer is None:
+            if self.private_key is None:
+                raise TypeError("AppCredentials needs a private_key or a signer")
+            object.__setattr__(self, "signer", LocalKeySigner(self.private_key))
 
 
 def biz_json(fields):
@@ -48,7 +59,7 @@ def signed_request(credentials, method, biz_content, now=None, **extra):
         **extra,
     }
     params = {key: value for key, value in sorted(params.items()) if value not in (None, "")}
-    params["sign"] = sign_params(params, credentials.private_key, credentials.sign_type, credentials.charset)
+    params["sign"] = sign_params(params, credentials.signer, credentials.sign_type, credentials.charset)
     return params
 
 

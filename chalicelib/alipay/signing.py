@@ -29,6 +29,33 @@ _HASHES = {"RSA2": hashes.SHA256, "RSA": hashes.SHA1}
 _PADDING = padding.PKCS1v15()
 
 
+class Signer:
+    """What signs the merchant's strings-to-sign: `signature(content, sign_type)` -> raw bytes.
+
+    The protocol only needs PKCS#1 v1.5 signatures (§2.2); where the private key lives (here, or
+    in a hardware module that never lets it out) is the implementation's business. Implementations
+    outside this package (chalicelib.signers) may refuse a sign_type they cannot produce.
+    """
+
+    def signature(self, content, sign_type):
+        raise NotImplementedError
+
+
+class LocalKeySigner(Signer):
+    """The app private key loaded in this process (from the secret's `app_private_key`)."""
+
+    def __init__(self, private_key):
+        self.private_key = private_key
+
+    def signature(self, content, sign_type):
+        return self.private_key.sign(content, _PADDING, hash_for(sign_type))
+
+
+def as_signer(key_or_signer):
+    """A Signer from a Signer or from a bare private key object (the vectors sign with keys)."""
+    return key_or_signer if isinstance(key_or_signer, Signer) else LocalKeySigner(key_or_signer)
+
+
 def hash_for(sign_type):
     try:
         return _HASHES[sign_type]()
@@ -42,9 +69,12 @@ def canonical_string(params, excluded):
                     if key not in excluded and params[key] not in (None, ""))
 
 
-def rsa_sign(private_key, content, sign_type="RSA2"):
-    """base64 (standard, one line) of the PKCS#1 v1.5 signature of `content` (bytes)."""
-    return base64.b64encode(private_key.sign(content, _PADDING, hash_for(sign_type))).decode("ascii")
+def rsa_sign(signer, content, sign_type="RSA2"):
+    """base64 (standard, one line) of the PKCS#1 v1.5 signature of `content` (bytes).
+
+    `signer` is a Signer or a private key object.
+    """
+    return base64.b64encode(as_signer(signer).signature(content, sign_type)).decode("ascii")
 
 
 def rsa_verify(public_keys, content, signature, sign_type="RSA2"):
@@ -69,9 +99,9 @@ def rsa_verify(public_keys, content, signature, sign_type="RSA2"):
     return False
 
 
-def sign_params(params, private_key, sign_type="RSA2", charset="utf-8"):
+def sign_params(params, signer, sign_type="RSA2", charset="utf-8"):
     """The `sign` of a request: everything but `sign`, sign_type included (§2.2)."""
-    return rsa_sign(private_key, canonical_string(params, REQUEST_EXCLUDED).encode(charset), sign_type)
+    return rsa_sign(signer, canonical_string(params, REQUEST_EXCLUDED).encode(charset), sign_type)
 
 
 def verify_params(params, public_keys, sign_type, charset="utf-8", excluded=NOTIFY_V1_EXCLUDED):

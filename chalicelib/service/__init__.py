@@ -57,7 +57,7 @@ class Backend:
         self._clients = {}
         self._queue_urls = {}
         self._lock = threading.Lock()  # boto3's default session is not safe to create clients from in parallel
-        self.merchants = MerchantSource(lambda: self.client("secretsmanager"))
+        self.merchants = MerchantSource(lambda: self.client("secretsmanager"), kms_client_factory=lambda: self.client("kms"))
 
     def client(self, name):
         if name not in self._clients:

@@ -97,20 +97,31 @@ def test_table_secret_schedule_and_outputs(packaged, stage):
     assert template["Resources"]["RestAPI"]["Properties"]["EndpointConfiguration"] == "REGIONAL"
 
 
+# Functions that sign (pay links, gateway calls) may use the app key in KMS; notify only verifies.
+SIGNING_ROLES = {"ApiHandlerRole", "ReconcileRole"}
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_least_privilege_no_wildcard_resources(packaged, stage):
     template = json.loads((packaged[0][stage] / "sam.json").read_text())
-    roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 3
-    for role in roles:
+    roles = {name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    assert set(roles) == SIGNING_ROLES | {"NotifyRole"}
+    for name, role in roles.items():
         statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
         actions = {a for s in statements for a in s["Action"]}
         assert actions == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
                            "secretsmanager:GetSecretValue", "logs:CreateLogGroup", "logs:CreateLogStream",
-                           "logs:PutLogEvents"}
+                           "logs:PutLogEvents"} | ({"kms:Sign"} if name in SIGNING_ROLES else set())
         for statement in statements:
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert "*" not in resources
+            if statement["Action"] == ["kms:Sign"]:
+                # The key's ARN is known only once it exists: the stage's alias scopes it instead.
+                assert resources == ["arn:aws:kms:*:*:key/*"]
+                assert statement["Condition"] == {
+                    "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/chalice-alipay-{stage}"},
+                    "StringEquals": {"kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256"}}
+                continue
             assert all(f"-{stage}" in r for r in resources), resources
             if any(a.startswith("dynamodb:") for a in statement["Action"]):
                 assert all(f":table/alipay-orders-{stage}" in r for r in resources)
@@ -130,3 +141,14 @@ def test_the_deployment_package_is_small_and_has_no_botocore_or_pyopenssl(packag
     size = path.stat().st_size
     print(f"deployment.zip: {size / 1e6:.1f} MB, offline: {packaged[1]}")
     assert size < 8_000_000
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_signing_policy_is_the_stage_policy_plus_kms_sign(stage):
+    """Two static files (chalice deploy takes files): kept in step here."""
+    base = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
+    signing = json.loads((ROOT / ".chalice" / f"policy-signing-{stage}.json").read_text())
+    assert signing["Statement"][:-1] == base["Statement"] and signing["Statement"][-1]["Sid"] == "AppKeySign"
+    functions = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][stage]["lambda_functions"]
+    assert {name for name, f in functions.items() if f.get("iam_policy_file") == f"policy-signing-{stage}.json"} \
+        == {"api_handler", "reconcile"}

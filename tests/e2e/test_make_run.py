@@ -1,4 +1,5 @@
 """`make run` from a fresh clone: it comes up on the printed URLs within a bound and stops cleanly."""
+import contextlib
 import os
 import pathlib
 import re
@@ -28,13 +29,23 @@ def port_is_free(port):
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_make_run_from_a_fresh_clone(tmp_path):
+@contextlib.contextmanager
+def make_run(tmp_path, *make_args):
+    """`make run` from a fresh clone on free ports: yields (clone, its output up to "Ctrl-C stops
+    everything"); afterwards stops it with Ctrl-C and checks that every port is free again."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    # The project's own virtualenv stands in for the install step, which `make test` already proved.
+    with local_stack(["make", "run", *make_args, f"VENV={ROOT / '.venv'}"], clone) as text:
+        yield clone, text
+
+
+@contextlib.contextmanager
+def local_stack(command, cwd):
+    """The local stack started by `command` in a process of its own, on free ports."""
     ports = {name: free_port() for name in ("PORT", "SANDBOX_PORT", "MOTO_PORT", "SHOP_PORT")}
     env = dict(os.environ, **{k: str(v) for k, v in ports.items()})
-    # The project's own virtualenv stands in for the install step, which `make test` already proved.
-    process = subprocess.Popen(["make", "run", f"VENV={ROOT / '.venv'}"], cwd=clone, env=env, text=True,
+    process = subprocess.Popen(command, cwd=cwd, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     output, deadline = [], time.monotonic() + 120
     try:
@@ -47,6 +58,16 @@ def test_make_run_from_a_fresh_clone(tmp_path):
                 break
         text = "".join(output)
         assert "Ctrl-C stops everything" in text, text
+        yield text
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    time.sleep(0.5)
+    assert all(port_is_free(port) for port in ports.values()), ports
+
+
+def test_make_run_from_a_fresh_clone(tmp_path):
+    with make_run(tmp_path) as (clone, text):
         urls = dict(re.findall(r"^\s+(Demo shop|API \(chalice local\)|Alipay sandbox)\s+(\S+)", text, re.M))
         assert answers(urls["API (chalice local)"] + "/health") == 200
         assert answers(urls["Demo shop"]) == 200
@@ -56,8 +77,3 @@ def test_make_run_from_a_fresh_clone(tmp_path):
                                          headers={"Authorization": f"Bearer {token}"})
         assert answers(request) == 404  # the printed token works
         assert (clone / "run" / "logs" / "chalice.log").exists()
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=30)
-    time.sleep(0.5)
-    assert all(port_is_free(port) for port in ports.values()), ports
