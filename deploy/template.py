@@ -11,6 +11,7 @@ import json
 import sys
 
 from chalicelib import store
+from deploy import policies
 
 
 def table_name(stage):
@@ -48,6 +49,7 @@ def merge_template(stage):
             # SAM makes the URL and the permissions to call it (lambda:InvokeFunctionUrl and, as AWS
             # requires of new URLs since October 2025, lambda:InvokeFunction).
             "Notify": {"Properties": {"FunctionUrlConfig": {"AuthType": "NONE"}}},
+            **worker_resources(stage),
         },
         "Outputs": {
             "NotifyFunctionUrl": {"Description": "give this to Alipay as notify_url (NOTIFY_URL)",
@@ -56,6 +58,37 @@ def merge_template(stage):
             "MerchantSecretArn": {"Value": {"Ref": "MerchantSecret"}},
         },
     }
+
+
+# queue kind -> (function, its timeout in seconds, receives before the dead-letter queue)
+WORKERS = {"reconcile": ("ReconcileWorker", 60, 5), "poll": ("PollWorker", 20, 3)}
+
+
+def worker_resources(stage):
+    """Each worker's queue and dead-letter queue, and what Chalice cannot set on its event source
+    mapping: partial batch failures reported (ReportBatchItemFailures) and the concurrency bounded
+    by the event source (MaximumConcurrency; reserved concurrency would throttle deliveries into
+    the dead-letter queue), so that Alipay's per-app rate limits hold."""
+    resources = {}
+    for kind, (function, timeout, receives) in WORKERS.items():
+        queue, dead = f"{kind.capitalize()}Queue", f"{kind.capitalize()}DeadLetters"
+        resources[dead] = {"Type": "AWS::SQS::Queue", "Properties": {
+            "QueueName": f"{policies.queue_name(kind, stage)}-dead", "MessageRetentionPeriod": 14 * 86400}}
+        resources[queue] = {"Type": "AWS::SQS::Queue", "Properties": {
+            "QueueName": policies.queue_name(kind, stage),
+            "VisibilityTimeout": 6 * timeout,  # at least the worker's timeout; AWS advises six times
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [dead, "Arn"]}, "maxReceiveCount": receives}}}
+        # Chalice names the queue's ARN from its name; the function waits for the queue to exist.
+        mapping = {"FunctionResponseTypes": ["ReportBatchItemFailures"],
+                   "ScalingConfig": {"MaximumConcurrency": WORKER_CONCURRENCY}}
+        resources[function] = {"DependsOn": [queue],
+                               "Properties": {"Events": {f"{function}SqsEventSource": {"Properties": mapping}}}}
+    return resources
+
+
+# Workers at once per queue: each reconcile worker makes a few gateway calls a second, so five
+# stay far below Alipay's per-app rate limits. A setting of the template (edit and package again).
+WORKER_CONCURRENCY = 5
 
 
 if __name__ == "__main__":

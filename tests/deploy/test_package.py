@@ -97,21 +97,28 @@ def test_table_secret_schedule_and_outputs(packaged, stage):
     assert template["Resources"]["RestAPI"]["Properties"]["EndpointConfiguration"] == "REGIONAL"
 
 
-# Functions that sign (pay links, gateway calls) may use the app key in KMS; notify only verifies.
-SIGNING_ROLES = {"ApiHandlerRole", "ReconcileRole"}
+# Each function's role: what it may do beyond the table, the secret and its logs. Functions that
+# sign (pay links, gateway calls) may use the app key in KMS; notify only verifies; the scheduled
+# pass only finds and queues; each worker reads its own queue.
+SQS_SEND = {"sqs:SendMessage", "sqs:GetQueueUrl"}
+SQS_CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+ROLES = {"NotifyRole": set(), "ApiHandlerRole": {"kms:Sign"} | SQS_SEND, "ReconcileRole": SQS_SEND,
+         "ReconcileWorkerRole": {"kms:Sign"} | SQS_SEND | SQS_CONSUME, "PollWorkerRole": {"kms:Sign"} | SQS_SEND | SQS_CONSUME}
+QUEUES = {"ApiHandlerRole": "reconcile", "ReconcileRole": "reconcile", "ReconcileWorkerRole": "reconcile",
+          "PollWorkerRole": "poll"}
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_least_privilege_no_wildcard_resources(packaged, stage):
     template = json.loads((packaged[0][stage] / "sam.json").read_text())
     roles = {name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
-    assert set(roles) == SIGNING_ROLES | {"NotifyRole"}
+    assert set(roles) == set(ROLES)
     for name, role in roles.items():
         statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
         actions = {a for s in statements for a in s["Action"]}
         assert actions == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
                            "secretsmanager:GetSecretValue", "logs:CreateLogGroup", "logs:CreateLogStream",
-                           "logs:PutLogEvents"} | ({"kms:Sign"} if name in SIGNING_ROLES else set())
+                           "logs:PutLogEvents"} | ROLES[name], name
         for statement in statements:
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert "*" not in resources
@@ -127,6 +134,27 @@ def test_least_privilege_no_wildcard_resources(packaged, stage):
                 assert all(f":table/alipay-orders-{stage}" in r for r in resources)
             if any(a.startswith("secretsmanager:") for a in statement["Action"]):
                 assert resources == [f"arn:aws:secretsmanager:*:*:secret:alipay/merchant-{stage}-??????"]
+            if any(a.startswith("sqs:") for a in statement["Action"]):  # its own queue, nothing else
+                assert resources == [f"arn:aws:sqs:*:*:chalice-alipay-{QUEUES[name]}-{stage}"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_worker_reports_partial_batch_failures_from_its_own_queue(packaged, stage):
+    resources = sam_transform(packaged[0][stage])["Resources"]
+    mappings = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert len(mappings) == 2
+    for mapping in mappings:
+        queue = {"reconcile": "ReconcileQueue", "poll": "PollQueue"}[
+            mapping["EventSourceArn"]["Fn::Sub"].rsplit(":chalice-alipay-", 1)[1].rsplit("-", 1)[0]]
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["ScalingConfig"]["MaximumConcurrency"] >= 2
+        function = {"ReconcileQueue": "ReconcileWorker", "PollQueue": "PollWorker"}[queue]
+        assert mapping["FunctionName"] == {"Ref": function}
+        properties = resources[queue]["Properties"]
+        timeout = resources[function]["Properties"]["Timeout"]
+        assert properties["VisibilityTimeout"] >= timeout  # a message never reappears while being worked
+        assert properties["RedrivePolicy"]["maxReceiveCount"] >= 3
+        assert properties["QueueName"] == f"chalice-alipay-{queue[:-5].lower()}-{stage}"
 
 
 def test_the_deployment_package_is_small_and_has_no_botocore_or_pyopenssl(packaged):
@@ -143,12 +171,13 @@ def test_the_deployment_package_is_small_and_has_no_botocore_or_pyopenssl(packag
     assert size < 8_000_000
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_the_signing_policy_is_the_stage_policy_plus_kms_sign(stage):
-    """Two static files (chalice deploy takes files): kept in step here."""
-    base = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())
-    signing = json.loads((ROOT / ".chalice" / f"policy-signing-{stage}.json").read_text())
-    assert signing["Statement"][:-1] == base["Statement"] and signing["Statement"][-1]["Sid"] == "AppKeySign"
-    functions = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][stage]["lambda_functions"]
-    assert {name for name, f in functions.items() if f.get("iam_policy_file") == f"policy-signing-{stage}.json"} \
-        == {"api_handler", "reconcile"}
+def test_the_policy_files_are_the_ones_deploy_policies_writes():
+    """Ten static files (chalice deploy takes files), written from one definition: kept in step."""
+    from deploy import policies
+    for name, document in policies.files().items():
+        assert (ROOT / ".chalice" / name).read_text() == policies.text(document), name
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    for stage in policies.STAGES:
+        functions = config["stages"][stage]["lambda_functions"]
+        assert {name: f.get("iam_policy_file") for name, f in functions.items() if f.get("iam_policy_file")} == {
+            name: policies.file_name(kind, stage) for name, kind in policies.FUNCTIONS.items()}
