@@ -11,9 +11,10 @@ from bench import protocol
 def main(argv):
     sections = {"protocol": protocol.run}
     try:
-        from bench import kms, service
+        from bench import kms, scale, service
         sections["service"] = service.run
         sections["kms"] = kms.run
+        sections["scale"] = scale.run
     except ImportError:
         pass
     chosen = argv[1:] or list(sections)

@@ -44,7 +44,7 @@ def run_pass(ctx, min_age=None):
             for out_trade_no, due_at in found:
                 if ctx.store.lease(out_trade_no, due_at, now + LEASE_SECONDS):
                     batch.append({"out_trade_no": out_trade_no, "min_age": min_age})
-            if len(batch) >= 10 or not start:
+            if len(batch) >= 10:
                 _flush(ctx, batch, summary)
             if not start:
                 break

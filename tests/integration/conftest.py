@@ -1,5 +1,6 @@
 """A moto server over HTTP for the whole session, a table and a merchant secret per test."""
 import itertools
+import os
 import pathlib
 
 import boto3
@@ -8,6 +9,7 @@ from chalice.test import Client
 
 from chalicelib import store
 from devstack import MotoServer, aws_environment
+from tests.integration.helpers import ScriptedAlipay
 from tests.support import Merchant, set_environment
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -56,3 +58,14 @@ def merchant(aws, env):
 def client(env):
     with Client(__import__("app").app, stage_name="local", project_dir=str(ROOT)) as c:
         yield c
+
+
+@pytest.fixture
+def alipay(env, merchant):
+    """A scripted, signing Alipay gateway (helpers.ScriptedAlipay) behind ALIPAY_GATEWAY."""
+    fake = ScriptedAlipay(merchant)
+    previous = os.environ["ALIPAY_GATEWAY"]
+    os.environ["ALIPAY_GATEWAY"] = fake.url
+    yield fake
+    os.environ["ALIPAY_GATEWAY"] = previous
+    fake.close()

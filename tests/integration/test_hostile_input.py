@@ -2,14 +2,13 @@
 no 503 that can never succeed, nothing smuggled to Alipay. One regression test per lettered
 finding, then a property-based fuzz of every route through the Chalice app over the moto server."""
 import json
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from chalicelib.alipay import gateway
 from chalicelib.alipay.errors import AlipayError
-from tests.integration.helpers import ScriptedAlipay, create_order, get_order, notify
+from tests.integration.helpers import create_order, get_order, notify
 
 JSON = {"Content-Type": "application/json"}
 DEEP = "[" * 1000 + "]" * 1000
@@ -142,17 +141,12 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(Heal
 
 
 @pytest.fixture
-def stage(client, merchant, env):
+def stage(client, merchant, env, alipay):
     """A paid order and a waiting one, a scripted Alipay behind the gateway routes."""
-    alipay = ScriptedAlipay(merchant)
-    previous = os.environ["ALIPAY_GATEWAY"]
-    os.environ["ALIPAY_GATEWAY"] = alipay.url
     paid = create_order(client, merchant, total_amount="50.00")["out_trade_no"]
     notify(client, merchant.notification(paid, "50.00"))
     waiting = create_order(client, merchant, total_amount="5.00")["out_trade_no"]
-    yield {"paid": paid, "waiting": waiting}
-    os.environ["ALIPAY_GATEWAY"] = previous
-    alipay.close()
+    return {"paid": paid, "waiting": waiting}
 
 
 def table_state(aws, env):

@@ -12,7 +12,7 @@ import pytest
 
 from chalicelib import store
 from chalicelib.service import Backend, Context, create, utc_now
-from tests.integration.helpers import (ScriptedAlipay, create_order, events, get_order, notify, reconcile_pass,
+from tests.integration.helpers import (create_order, events, get_order, notify, reconcile_pass,
                                        refund_calls_allowed_again)
 
 JSON = {"Content-Type": "application/json"}
@@ -34,16 +34,6 @@ def query_answer(no, status, amount, paid=True):
     if paid:
         answer["send_pay_date"] = "2026-12-01 10:00:00"
     return answer
-
-
-@pytest.fixture
-def alipay(env, merchant):
-    fake = ScriptedAlipay(merchant)
-    previous = os.environ["ALIPAY_GATEWAY"]
-    os.environ["ALIPAY_GATEWAY"] = fake.url
-    yield fake
-    os.environ["ALIPAY_GATEWAY"] = previous
-    fake.close()
 
 
 def post(client, merchant, path, body=None, **headers):

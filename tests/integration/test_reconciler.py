@@ -12,7 +12,7 @@ import app
 import sqsdrain
 from chalicelib import settings, store
 from chalicelib.service import Backend, Context, create, reconcile, utc_now
-from tests.integration.helpers import ScriptedAlipay, create_order, events, get_order, notify, reconcile_pass
+from tests.integration.helpers import create_order, events, get_order, notify, reconcile_pass
 
 NOT_EXIST = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST", "sub_msg": "交易不存在"}
 
@@ -20,16 +20,6 @@ NOT_EXIST = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_N
 def paid_answer(no, amount):
     return {"code": "10000", "msg": "Success", "out_trade_no": no, "trade_no": "2026P", "trade_status": "TRADE_SUCCESS",
             "total_amount": amount, "send_pay_date": "2026-12-01 10:00:00"}
-
-
-@pytest.fixture
-def alipay(env, merchant):
-    fake = ScriptedAlipay(merchant)
-    previous = os.environ["ALIPAY_GATEWAY"]
-    os.environ["ALIPAY_GATEWAY"] = fake.url
-    yield fake
-    os.environ["ALIPAY_GATEWAY"] = previous
-    fake.close()
 
 
 def ctx_at(minutes=0.0, time_left=60.0):
