@@ -186,6 +186,13 @@ def close(ctx, actor, out_trade_no):
     return lifecycle.close(ctx, actor, out_trade_no)
 
 
+@app.route("/orders/{out_trade_no}/cancel", methods=["POST"])
+@merchant_route
+def cancel(ctx, actor, out_trade_no):
+    status, order = lifecycle.cancel(ctx, actor, out_trade_no)
+    return Response(order, status_code=status)
+
+
 @app.route("/orders/{out_trade_no}/sync", methods=["POST"])
 @merchant_route
 def sync(ctx, actor, out_trade_no):
@@ -221,7 +228,7 @@ def poll_worker(event):
     for record in event:
         try:
             body = _message(record)
-            passes.poll(ctx, body["out_trade_no"], float(body["until"]))
+            passes.poll(ctx, body["out_trade_no"], float(body["until"]), cancel=bool(body.get("cancel")))
         except Exception as error:  # noqa: BLE001 - isolation: the others go on; this one comes back
             log_event(event="poll", outcome="error", error=type(error).__name__)
             retry.append(record.to_dict()["messageId"])

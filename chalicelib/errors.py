@@ -41,6 +41,11 @@ class RefundNotAllowed(ServiceError):
     status, code = 422, "refund_not_allowed"
 
 
+class PaymentDeclined(ServiceError):
+    """Alipay declined a barcode payment for good (its sub_code and sub_msg are answered)."""
+    status, code = 422, "payment_declined"
+
+
 class NotSupported(ServiceError):
     status, code = 422, "not_supported"
 

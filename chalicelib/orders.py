@@ -34,7 +34,7 @@ EDGES = {
     (TRADE_CLOSED, TRADE_FINISHED): "paid_after_local_close",
 }
 
-PRODUCTS = ("page", "wap", "app", "qr", "legacy")
+PRODUCTS = ("page", "wap", "app", "qr", "legacy", "barcode")
 
 # When the reconciler asks Alipay about a waiting order, in seconds after its creation (contract,
 # manage.py reconcile); and about a refund whose outcome is unknown, after it was recorded.

@@ -8,11 +8,12 @@ No answer in time is GatewayUnknown too; any other answer, or one we cannot veri
 import urllib3
 
 from . import aes, gateway, http
-from .errors import GatewayError, GatewayUnreachable
+from .errors import GatewayError, GatewayRefused, GatewayUnreachable
 from .money import beijing_timestamp
 from .pay import biz_json, form_encode, signed_request
 
-SUCCESS, BUSINESS_FAILED, UNKNOWN = "10000", "40004", "20000"
+SUCCESS, BUSINESS_FAILED, UNKNOWN, CONFIRMING = "10000", "40004", "20000", "10003"
+NOT_PROCESSED = ("40001", "40002", "40006")  # missing or invalid parameters, permissions (§5.3)
 DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT = 2.0, 8.0
 REFUND_SPACING_SECONDS = 3.0  # Alipay asks for 3 s between refund calls on one trade (§3.6)
 
@@ -32,8 +33,8 @@ class GatewayClient:
         self.time_left = time_left or (lambda: 30.0)  # seconds the caller may still spend
         self.read_timeout = read_timeout
 
-    def call(self, method, biz, read_timeout=None, connect_timeout=None, **extra):
-        """Any gateway method: the verified response node's fields."""
+    def call(self, method, biz, read_timeout=None, connect_timeout=None, answers=(SUCCESS, BUSINESS_FAILED), **extra):
+        """Any gateway method: the verified response node's fields, for the codes in `answers`."""
         read_timeout = read_timeout or self.read_timeout
         content = biz if isinstance(biz, str) else biz_json(biz)
         if self.aes_key is not None:
@@ -46,9 +47,12 @@ class GatewayClient:
             response = self._post(method, body, read_timeout, connect_timeout)  # the very same request, once
             if response.code == UNKNOWN:
                 raise GatewayUnknown(f"{method}: 20000 {response.fields.get('sub_code')} twice")
-        if response.code not in (SUCCESS, BUSINESS_FAILED):
+        if response.code not in answers:
             # Never sub_msg here: for isv.invalid-signature it holds the gateway's string-to-sign.
-            raise GatewayError(f"{method}: {response.code} {response.sub_code}")
+            message = f"{method}: {response.code} {response.sub_code}"
+            if response.code in NOT_PROCESSED:
+                raise GatewayRefused(message, response.code, response.sub_code)
+            raise GatewayError(message)
         return response
 
     def _post(self, method, body, read_timeout, connect_timeout=None):
@@ -94,6 +98,20 @@ class GatewayClient:
         for byte, which Alipay treats as the same refund (§3.6). The caller spaces refund calls
         of one trade REFUND_SPACING_SECONDS apart (the service claims each call in DynamoDB)."""
         return self.call("alipay.trade.refund", biz_content)
+
+    def pay(self, out_trade_no, total_amount, subject, auth_code, time_expire=None, store_id=None, terminal_id=None,
+            notify_url=None):
+        """Face-to-face barcode payment (§3.7): 10000 paid, 10003 the buyer is confirming, 40004."""
+        biz = {"out_trade_no": out_trade_no, "scene": "bar_code", "auth_code": auth_code,
+               "product_code": "FACE_TO_FACE_PAYMENT", "total_amount": total_amount, "subject": subject,
+               "store_id": store_id, "terminal_id": terminal_id,
+               "time_expire": beijing_timestamp(time_expire) if time_expire else None}
+        return self.call("alipay.trade.pay", {k: v for k, v in biz.items() if v}, notify_url=notify_url,
+                         answers=(SUCCESS, CONFIRMING, BUSINESS_FAILED))
+
+    def cancel(self, out_trade_no):
+        """alipay.trade.cancel (§3.7): an unpaid trade is closed, a paid one refunded in full."""
+        return self.call("alipay.trade.cancel", {"out_trade_no": out_trade_no})
 
     def refund_query(self, out_trade_no, out_request_no):
         return self.call("alipay.trade.fastpay.refund.query",

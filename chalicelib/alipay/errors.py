@@ -32,3 +32,12 @@ class GatewayError(AlipayError):
 
 class GatewayUnreachable(GatewayError):
     """No answer from a gateway in time: the outcome is unknown, try again later."""
+
+
+class GatewayRefused(GatewayError):
+    """A verified answer saying the request was not processed (40001 missing or 40002 invalid
+    parameters, 40006 permissions): nothing happened at Alipay (§5.3)."""
+
+    def __init__(self, message, code, sub_code):
+        super().__init__(message)
+        self.code, self.sub_code = code, sub_code

@@ -5,28 +5,30 @@ import json
 import re
 import uuid
 
-from chalicelib import orders
+from chalicelib import barcode as barcode_rules, orders, store
 from chalicelib.alipay import pay
 from chalicelib.alipay.errors import GatewayError, InvalidAmount, InvalidSignature
 from chalicelib.alipay.money import format_amount, parse_amount
 from chalicelib.errors import GatewayFailure, IdempotencyConflict, InvalidRequest, NotSupported
-from chalicelib.service import iso, log_event, parse_iso
+from chalicelib.service import barcode, iso, log_event, parse_iso
+from chalicelib.service.inputs import checked_text
 from chalicelib.service.views import order_view
-from chalicelib import store
 from chalicelib.store import ConditionFailed, valid_out_trade_no
 
 _TIMEOUT_EXPRESS = re.compile(r"([1-9][0-9]{0,4})([mhd])")
 _TIMEOUT_MINUTES = {"m": 1, "h": 60, "d": 1440}
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OPTIONAL_TEXT = {"body": 128, "passback_params": 512, "quit_url": 400}
-_FIELDS = {"product", "subject", "total_amount", "out_trade_no", "timeout_express", *_OPTIONAL_TEXT}
+_STORE_FIELD = re.compile(r"[A-Za-z0-9_\-]{1,32}")  # store_id, terminal_id: the merchant's own codes
+_FIELDS = {"product", "subject", "total_amount", "out_trade_no", "timeout_express", "auth_code", "store_id",
+           "terminal_id", *_OPTIONAL_TEXT}
 
 
 def create_order(ctx, actor, body, idempotency_key, base_url):
     """(http status, order view with payment): 201 new, 200 replay of the same request."""
     request = validate_create(body)
+    auth_code = request.pop("auth_code", None)  # never stored, never part of what makes requests "the same"
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise InvalidRequest("Idempotency-Key must be 1-64 printable ASCII characters", "Idempotency-Key")
     merchant = ctx.merchant()
@@ -40,6 +42,7 @@ def create_order(ctx, actor, body, idempotency_key, base_url):
         "subject": request["subject"], "total_amount": request["total_amount"], "refunded_amount": 0,
         "timeout_express": request["timeout_express"], "body": request.get("body"),
         "passback_params": request.get("passback_params"), "quit_url": request.get("quit_url"),
+        "store_id": request.get("store_id"), "terminal_id": request.get("terminal_id"),
         "created_at": iso(now), "updated_at": iso(now),
         "expires_at": iso(now + datetime.timedelta(seconds=timeout_seconds(request["timeout_express"]))),
         "actor": actor, "request_hash": _request_hash(request), "version": 0,
@@ -64,6 +67,8 @@ def create_order(ctx, actor, body, idempotency_key, base_url):
                 return _replay(ctx, record["out_trade_no"], order["request_hash"], merchant, base_url)
         return _replay(ctx, out_trade_no, order["request_hash"], merchant, base_url)
     log_event(event="order_created", out_trade_no=out_trade_no, product=order["product"], actor=actor)
+    if order["product"] == "barcode":
+        return barcode.pay(ctx, order, auth_code, merchant, _notify_url(ctx, base_url))
     return 201, _with_payment(ctx, order, merchant, base_url)
 
 
@@ -73,8 +78,9 @@ def _replay(ctx, out_trade_no, request_hash, merchant, base_url):
         raise IdempotencyConflict("the order this request names no longer exists")
     if order.get("request_hash") != request_hash:
         raise IdempotencyConflict(f"order {out_trade_no} exists with a different request", "out_trade_no")
-    if order["status"] != orders.WAIT_BUYER_PAY or ctx.clock() >= expires_at(order):
-        return 200, order_view(order, [])  # never offered for payment again (contract)
+    if order["status"] != orders.WAIT_BUYER_PAY or ctx.clock() >= expires_at(order) or order["product"] == "barcode":
+        # Never offered for payment again; a barcode order is paid once (a re-scanned code replays).
+        return 200, order_view(*ctx.order_and_events(out_trade_no))
     return 200, _with_payment(ctx, order, merchant, base_url)
 
 
@@ -86,7 +92,7 @@ def _with_payment(ctx, order, merchant, base_url):
 
 def _payment(ctx, order, merchant, base_url):
     settings = ctx.settings
-    notify_url = settings.notify_url or (f"{base_url}/alipay/notify" if base_url else None)
+    notify_url = _notify_url(ctx, base_url)
     return_url = f"{base_url}/alipay/return" if base_url else None
     product = order["product"]
     if product == "qr":
@@ -103,6 +109,10 @@ def _payment(ctx, order, merchant, base_url):
     if product == "app":
         return {"order_string": pay.app_order_string(params)}
     return {"url": pay.gateway_url(settings.gateway, params), "form": pay.auto_submit_form(settings.gateway, params)}
+
+
+def _notify_url(ctx, base_url):
+    return ctx.settings.notify_url or (f"{base_url}/alipay/notify" if base_url else None)
 
 
 def _precreate(ctx, order, merchant, notify_url):
@@ -158,20 +168,26 @@ def validate_create(body):
             request[name] = value
     if "quit_url" in request and not re.match(r"https?://", request["quit_url"]):
         raise InvalidRequest("quit_url must be an http(s) URL", "quit_url")
+    _validate_barcode(body, request)
     return request
 
 
-def checked_text(body, name, limit, required=False):
-    """A text field: 1 to `limit` characters, no control characters (nothing like a newline is
-    smuggled into what Alipay receives). None when absent and not required."""
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not 1 <= len(value) <= limit or not value.strip():
-        raise InvalidRequest(f"{name} must be a string of 1 to {limit} characters", name)
-    if _CONTROL.search(value):
-        raise InvalidRequest(f"{name} must not contain control characters", name)
-    return value
+def _validate_barcode(body, request):
+    """auth_code for barcode orders only (digits, 16-24, as scanned); store_id and terminal_id
+    are passed to Alipay for the merchant's reports."""
+    auth_code = body.get("auth_code")
+    if request["product"] == "barcode":
+        if not isinstance(auth_code, str) or not barcode_rules.AUTH_CODE.fullmatch(auth_code):
+            raise InvalidRequest("auth_code must be the scanned payment code: 16 to 24 digits", "auth_code")
+        request["auth_code"] = auth_code
+    elif auth_code is not None:
+        raise InvalidRequest("auth_code is for barcode orders only", "auth_code")
+    for name in ("store_id", "terminal_id"):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, str) or not _STORE_FIELD.fullmatch(value):
+                raise InvalidRequest(f"{name} must be 1 to 32 letters, digits, - or _", name)
+            request[name] = value
 
 
 def timeout_seconds(timeout_express):

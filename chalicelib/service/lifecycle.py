@@ -1,13 +1,15 @@
-"""Read an order, close it, sync it with Alipay's query, check an app payment's result."""
+"""Read an order, close or cancel it, sync it with Alipay's query, check an app payment's result."""
+import time
+
 from chalicelib import orders
 from chalicelib.alipay import gateway, notify
 from chalicelib.alipay.client import BUSINESS_FAILED
-from chalicelib.alipay.errors import AlipayError, GatewayError, InvalidAmount, InvalidSignature, MalformedMessage
+from chalicelib.alipay.errors import (AlipayError, GatewayError, GatewayRefused, InvalidAmount, InvalidSignature,
+                                      MalformedMessage)
 from chalicelib.alipay.money import parse_reported_amount
 from chalicelib.errors import GatewayFailure, InvalidRequest, OrderNotClosable
 from chalicelib.service import log_event, reports
 from chalicelib.service.views import event_list, order_state, order_view
-from chalicelib.store import ConditionFailed
 
 _CLOSED_AT_ALIPAY = ("ACQ.TRADE_NOT_EXIST",)  # never opened by the buyer: it never will be paid (§3.5)
 
@@ -43,21 +45,54 @@ def close(ctx, actor, out_trade_no, source="api", order=None):
         if view["status"] == orders.TRADE_CLOSED:
             return view
         raise GatewayFailure(f"alipay.trade.close: {answer.sub_code}")
-    report = orders.Report(orders.TRADE_CLOSED, order["total_amount"])
-    state = order_state(order)
-    for _ in range(5):
-        decision = orders.decide(state, report)
-        if not isinstance(decision, orders.Change):
-            break
-        try:
-            reports.transition(ctx, out_trade_no, state, decision, source, actor=actor, extra={"closed_locally": True})
-            break
-        except ConditionFailed:
-            state = reports.read_state(ctx, out_trade_no)
+    reports.close_locally(ctx, order, source, actor=actor)
     view = get_order(ctx, out_trade_no)
     if view["status"] in orders.PAID:
         raise OrderNotClosable(f"order {out_trade_no} was paid meanwhile ({view['status']})")
     return view
+
+
+CANCEL_ATTEMPTS, CANCEL_RETRY_SECONDS = 3, 2.0  # retry_flag=Y: the official F2F demo's bound (§3.7)
+
+
+def cancel(ctx, actor, out_trade_no, source="api"):
+    """alipay.trade.cancel (contract): (http status, order view). An unpaid trade is closed; a paid
+    one Alipay refunds in full (`action: refund`): the payment (if we missed it), the full refund
+    (out_request_no = out_trade_no, so its own notification is the same refund) and the close are
+    recorded. retry_flag=Y is retried a few times; an outcome still unknown answers 202."""
+    order, _ = ctx.openapi_order(out_trade_no)
+    if order["status"] == orders.TRADE_CLOSED:
+        return 200, get_order(ctx, out_trade_no)
+    client = ctx.gateway()
+    for attempt in range(CANCEL_ATTEMPTS):
+        if attempt:
+            time.sleep(CANCEL_RETRY_SECONDS)
+        try:
+            answer = client.cancel(out_trade_no)
+        except GatewayRefused as error:
+            raise GatewayFailure(f"alipay.trade.cancel: {error}") from None
+        except (GatewayError, InvalidSignature) as error:
+            log_event(event="cancel", out_trade_no=out_trade_no, outcome="unknown", reason=str(error)[:200])
+            continue
+        if answer.code == BUSINESS_FAILED:
+            if answer.sub_code in _CLOSED_AT_ALIPAY:  # never seen by Alipay: nothing can pay it now
+                reports.close_locally(ctx, order, source, actor=actor)
+                return 200, get_order(ctx, out_trade_no)
+            raise OrderNotClosable(f"Alipay refused to cancel {out_trade_no}: {answer.sub_code}")
+        if answer.fields.get("retry_flag") == "Y":
+            continue
+        if answer.fields.get("action") == "refund":
+            refund = notify.Notification(
+                fields=answer.fields, notify_id=None, app_id=None, out_trade_no=out_trade_no,
+                trade_no=answer.fields.get("trade_no"), trade_status=orders.TRADE_CLOSED,
+                total_amount=order["total_amount"], refund_fee=order["total_amount"], out_biz_no=out_trade_no,
+                seller_id=None, buyer_id=None, gmt_payment=None, sign_type=None)
+            reports.apply(ctx, refund, source, order_state(order))
+        else:
+            reports.close_locally(ctx, order, source, actor=actor)
+        log_event(event="cancel", out_trade_no=out_trade_no, outcome=answer.fields.get("action") or "close")
+        return 200, get_order(ctx, out_trade_no)
+    return 202, get_order(ctx, out_trade_no)
 
 
 def sync(ctx, out_trade_no, source="query", timeouts=None, order=None):

@@ -185,17 +185,23 @@ def next_due(order, events, now):
     return min(moments) if moments else None
 
 
-def poll(ctx, out_trade_no, until):
+def poll(ctx, out_trade_no, until, cancel=False):
     """The fast lane: query the order now; while it is still waiting and `until` (epoch seconds) has
-    not passed, query again in POLL_INTERVAL_SECONDS (a chained, delayed message)."""
+    not passed, query again in POLL_INTERVAL_SECONDS (a chained, delayed message). With `cancel`
+    (a barcode payment), an order still unpaid when the time is up is cancelled at Alipay; one
+    whose payment we learned of meanwhile is never cancelled."""
     order, _ = ctx.openapi_order(out_trade_no)
     if order["status"] == orders.WAIT_BUYER_PAY:
         try:
             order = lifecycle.sync(ctx, out_trade_no, "query", order=order)
         except GatewayFailure as error:
             log_event(event="poll", out_trade_no=out_trade_no, outcome="error", reason=error.message)
-    if order["status"] == orders.WAIT_BUYER_PAY and ctx.now_epoch() + POLL_INTERVAL_SECONDS < until:
-        ctx.backend.send(ctx.settings.poll_queue, [{"out_trade_no": out_trade_no, "until": until}],
+    if order["status"] != orders.WAIT_BUYER_PAY:
+        return order["status"]
+    if ctx.now_epoch() + POLL_INTERVAL_SECONDS < until:
+        ctx.backend.send(ctx.settings.poll_queue, [{"out_trade_no": out_trade_no, "until": until, "cancel": cancel}],
                          delay_seconds=POLL_INTERVAL_SECONDS)
         return "again"
+    if cancel:
+        return lifecycle.cancel(ctx, None, out_trade_no, "reconcile")[1]["status"]
     return order["status"]

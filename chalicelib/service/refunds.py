@@ -16,7 +16,7 @@ from chalicelib.alipay.money import format_amount, parse_amount, parse_reported_
 from chalicelib.errors import IdempotencyConflict, InvalidRequest, RefundNotAllowed, Unavailable
 from chalicelib.refunds import REFUND_FAILED, REFUND_PENDING, REFUND_SUCCESS
 from chalicelib.service import log_event
-from chalicelib.service.create import checked_text
+from chalicelib.service.inputs import checked_text
 from chalicelib.service.views import order_state, order_view, refund_view
 from chalicelib.store import ConditionFailed, valid_out_trade_no
 
@@ -126,12 +126,12 @@ def query(ctx, client, out_trade_no, out_request_no, source):
     return "unknown_at_alipay" if not answer.fields.get("refund_status") else "unknown"
 
 
-def record_report(ctx, out_trade_no, out_biz_no, refund_fee, source, notify_id=None, closed=False):
-    """A refund Alipay reported (a notification, or a query that finds a paid trade closed):
-    the refund it names succeeded, and the cumulative refund_fee is at least this.
-    Returns True when it changed something."""
+def record_report(ctx, out_trade_no, out_biz_no, refund_fee, source, notify_id=None, closed=False, amount=None):
+    """A refund Alipay reported (a notification, a query that finds a paid trade closed, a cancel
+    that refunded): the refund it names succeeded (with its `amount` when known), and the
+    cumulative refund_fee is at least this. Returns True when it changed something."""
     return _settle(ctx, out_trade_no, source,
-                   lambda ledger: _reported(ledger.succeed(out_biz_no) if out_biz_no else ledger, refund_fee),
+                   lambda ledger: _reported(ledger.succeed(out_biz_no, amount) if out_biz_no else ledger, refund_fee),
                    notify_id=notify_id, close=closed)
 
 

@@ -75,12 +75,33 @@ def _apply_refund(ctx, note, state, source):
             transition(ctx, note.out_trade_no, state, paid, source, note=note, implied=True)
             steps.append(f"{paid.from_status}->{paid.to_status}")
     closed = note.trade_status == orders.TRADE_CLOSED
-    if refunds.record_report(ctx, note.out_trade_no, note.out_biz_no, fee, source, note.notify_id, closed=closed):
+    # A query (or a cancel) that finds the trade closed after payment: all of it went back.
+    amount = fee if note.notify_id is None and note.out_biz_no else None
+    if refunds.record_report(ctx, note.out_trade_no, note.out_biz_no, fee, source, note.notify_id, closed=closed,
+                             amount=amount):
         steps.append("refund")
     return (APPLIED, " ".join(steps)) if steps else (UNCHANGED, "duplicate")
 
 
-def transition(ctx, out_trade_no, state, change, source, note=None, actor=None, extra=None, implied=False):
+def close_locally(ctx, order, source, actor=None, reason=None):
+    """WAIT_BUYER_PAY -> TRADE_CLOSED, closed by us: by close, cancel, a barcode decline, or at
+    expiry. A payment Alipay reports later is the anomaly paid_after_local_close (contract)."""
+    state = order_state(order)
+    report = orders.Report(orders.TRADE_CLOSED, order["total_amount"])
+    for _ in range(_ATTEMPTS):
+        decision = orders.decide(state, report)
+        if not isinstance(decision, orders.Change):
+            return
+        try:
+            transition(ctx, order["out_trade_no"], state, decision, source, actor=actor,
+                       extra={"closed_locally": True}, reason=reason)
+            return
+        except ConditionFailed:
+            state = read_state(ctx, order["out_trade_no"])
+
+
+def transition(ctx, out_trade_no, state, change, source, note=None, actor=None, extra=None, implied=False,
+               reason=None):
     """One transition, written with its event(s) in one conditional transaction."""
     now = ctx.now_iso()
     updates = {"status": change.to_status, "updated_at": now, **(extra or {})}
@@ -98,6 +119,8 @@ def transition(ctx, out_trade_no, state, change, source, note=None, actor=None, 
     base = {"at": now, "source": source, "notify_id": notify_id, "actor": actor}
     if implied:
         base["implied"] = True  # nobody reported this step: a later report proved it happened
+    if reason:
+        base["reason"] = reason  # why we closed it (a barcode decline names Alipay's sub_code)
     tag = f"{notify_tag(notify_id)}#{change.to_status}" if notify_id else f"v{state.version + 1}"
     events = [(f"{source}#{tag}", dict(base, type="transition", **{"from": change.from_status,
                                                                       "to": change.to_status}))]

@@ -43,7 +43,8 @@ def event_list(order, events):
     """Oldest first; seq is the order's version when the entry was written (timestamps of racing
     writers may tie)."""
     created = {"at": order["created_at"], "source": "api", "type": "created", "actor": order.get("actor"), "seq": 0}
-    trail = sorted([created] + events, key=lambda e: (int(e.get("seq", 0)), e["at"]))
+    # One write may hold a refund and the close it caused: the refund first.
+    trail = sorted([created] + events, key=lambda e: (int(e.get("seq", 0)), e["at"], e.get("type") != "refund"))
     return [_plain(event) for event in trail]
 
 

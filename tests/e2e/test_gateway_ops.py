@@ -67,11 +67,15 @@ def test_partial_refunds_twice_then_the_rest(api):
     assert post(api, f"/orders/{no}/refunds", {"refund_amount": "10.00", "out_request_no": "R1"})[0] == 200
     status, conflict = post(api, f"/orders/{no}/refunds", {"refund_amount": "11.00", "out_request_no": "R1"})
     assert status == 409 and conflict["error"]["code"] == "idempotency_conflict"
-    assert post(api, f"/orders/{no}/refunds", {"refund_amount": "15.00", "out_request_no": "R2"})[0] == 201
+    # Within 3 s of R1's call: Alipay's spacing defers R2's call to the worker's queue (202).
+    status, second = post(api, f"/orders/{no}/refunds", {"refund_amount": "15.00", "out_request_no": "R2"})
+    assert status == 202 and second["status"] == "REFUND_PENDING"
     status, too_much = post(api, f"/orders/{no}/refunds", {"refund_amount": "25.01"})
-    assert status == 422 and too_much["error"]["code"] == "refund_not_allowed"
+    assert status == 422 and too_much["error"]["code"] == "refund_not_allowed"  # R2's 15.00 stays reserved
+    api.wait_for(no, lambda o: o["refunded_amount"] == "25.00")  # the worker made R2's call, 3 s later
     status, last = post(api, f"/orders/{no}/refunds", {"refund_amount": "25.00", "out_request_no": "R3"})
-    assert status == 201 and last["order"]["status"] == "TRADE_CLOSED"
+    assert status in (201, 202)
+    api.wait_for(no, lambda o: o["status"] == "TRADE_CLOSED")
     api.wait_delivered(no, 4)  # payment + three refund notifications, each applied at most once
     final = api.order(no)
     assert final["status"] == "TRADE_CLOSED" and final["refunded_amount"] == "50.00"
@@ -95,8 +99,10 @@ def test_refund_retried_after_a_timeout_is_not_paid_twice(api):
     switch(api, "alipay.trade.refund", delay_count=1, delay_seconds=3)  # done at Alipay, answered too late
     status, pending = post(api, f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "RT"})
     assert status == 202 and pending["status"] == "REFUND_PENDING"
+    # The same refund again: sent again (after the 3 s spacing, by the worker), refunded once.
     status, retried = post(api, f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "RT"})
-    assert status == 200 and retried["status"] == "REFUND_SUCCESS"
+    assert status in (200, 202)
+    api.wait_for(no, lambda o: o["refunds"][0]["status"] == "REFUND_SUCCESS")
     final = api.order(no)
     assert final["refunded_amount"] == "5.00" and len(final["refunds"]) == 1
     assert sandbox_trade(api, no)["refund_fee"] == "5.00"
@@ -205,7 +211,7 @@ def test_reconciler_settles_a_refund_of_unknown_outcome(api, stack):
                                         check=True, timeout=60).stdout)
     final = api.order(no)
     assert final["refunds"][0]["status"] == "REFUND_SUCCESS" and final["refunded_amount"] == "3.00"
-    assert set(summary) >= {"checked", "queried", "paid", "closed", "refunds_settled", "errors"}
+    assert summary["complete"] and summary["due"] >= 1 and summary["queued"] >= 1  # the pass, then its queue worked
 
 
 def test_a_20000_answer_is_retried_once_with_the_same_request(api):
