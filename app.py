@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import settings
+from chalicelib import metrics, settings
 from chalicelib.errors import InternalError, InvalidRequest, ServiceError, Unavailable
 from chalicelib.service import Backend, Context, create, lifecycle, log, log_event, notifications, reconcile as passes
 from chalicelib.service import refunds, returns
@@ -32,18 +32,35 @@ def service(context=None):
     return Context(_backend, time_left=(lambda: remaining() / 1000) if remaining else None)
 
 
-def _request_id():
-    context = getattr(app, "lambda_context", None)
-    return getattr(context, "aws_request_id", None) or uuid.uuid4().hex
+def _request_id(context=None):
+    context = context or getattr(app, "lambda_context", None)
+    request = getattr(app, "current_request", None)
+    gateway_id = (getattr(request, "context", None) or {}).get("requestId") if request is not None else None
+    return getattr(context, "aws_request_id", None) or gateway_id or uuid.uuid4().hex
+
+
+def metered(function):
+    """One invocation: its metrics collected and written at the end (chalicelib.metrics), its
+    request id, function and stage on every log line."""
+    def decorate(handler):
+        @functools.wraps(handler)
+        def wrapped(*args, **kwargs):
+            context = args[1] if len(args) > 1 else getattr(args[0], "context", None) if args else None
+            metrics.begin(function, _request_id(context))
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                metrics.end()
+        return wrapped
+    return decorate
 
 
 def _error(error):
     """The contract's JSON error, mapped from the failure kind in this one place."""
     body = {"code": error.code, "message": error.public_message, **error.details}
     if error.status >= 500:  # ours to look at (gateway refused, AWS down): the full reason goes to the log
-        body["request_id"] = _request_id()
-        log_event(event="error", status=error.status, code=error.code, reason=error.message,
-                  request_id=body["request_id"])
+        body["request_id"] = metrics.context().get("request_id") or _request_id()
+        log_event(event="error", status=error.status, code=error.code, reason=error.message)
     if error.field and error.status == 400:
         body["field"] = error.field
     return Response({"error": body}, status_code=error.status, headers={"Content-Type": "application/json"})
@@ -51,13 +68,15 @@ def _error(error):
 
 def _defect(error):
     """An exception nobody expected: a 500 in our shape, the traceback in the log, never the detail."""
-    request_id = _request_id()
-    log.exception(json.dumps({"event": "defect", "request_id": request_id, "error": type(error).__name__}))
+    request_id = metrics.context().get("request_id") or _request_id()
+    log.exception(json.dumps({**metrics.context(), "event": "defect", "request_id": request_id,
+                              "error": type(error).__name__}))
     return request_id
 
 
 def guarded(handler):
     """ServiceError -> the contract's JSON error; anything else -> 500 internal_error."""
+    @metered("api_handler")
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
@@ -206,6 +225,7 @@ def app_result(ctx, actor, out_trade_no):
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="reconcile")
+@metered("reconcile")
 def reconcile(event):
     """Finds what is due (missed notifications, abandoned orders, refunds of unknown outcome) and
     queues it for the worker (contract, reconcile)."""
@@ -213,6 +233,7 @@ def reconcile(event):
 
 
 @app.on_sqs_message(queue=settings.reconcile_queue(), batch_size=10, name="reconcile_worker")
+@metered("reconcile_worker")
 def reconcile_worker(event):
     """One order per message; failed ones reported so SQS delivers only those again
     (ReportBatchItemFailures, set on the event source mapping by the merge template)."""
@@ -222,6 +243,7 @@ def reconcile_worker(event):
 
 
 @app.on_sqs_message(queue=settings.poll_queue(), batch_size=10, name="poll_worker")
+@metered("poll_worker")
 def poll_worker(event):
     """The fast lane: each message queries one order and, while it waits, chains the next poll."""
     ctx, retry = service(event.context), []
@@ -253,19 +275,26 @@ def _notification(raw_body):
         answer = notifications.handle(service(), raw_body)
         return answer.status, answer.body
     except Unavailable as error:
+        metrics.count("Notifications", Outcome="unavailable")
+        metrics.count("NotifyServerErrors")
         log_event(event="notification", status=503, outcome="unavailable", reason=error.message)
         return 503, "failure"
     except Exception as error:  # noqa: BLE001 - InternalError or a defect: Alipay must not retry for 25 h
-        log_event(event="notification", status=500, outcome="internal_error", request_id=_defect(error))
+        metrics.count("Notifications", Outcome="internal_error")
+        metrics.count("NotifyServerErrors")
+        _defect(error)
+        log_event(event="notification", status=500, outcome="internal_error")
         return 500, "failure"
 
 
 @app.route("/alipay/notify", methods=["POST"], content_types=[FORM])
+@metered("api_handler")
 def alipay_notify():
     return _plain(*_notification(app.current_request.raw_body))
 
 
 @app.lambda_function(name="notify")
+@metered("notify")
 def notify_function(event, context):
     """The same notification logic for a Lambda Function URL (payload format 2.0)."""
     method = event.get("requestContext", {}).get("http", {}).get("method", "POST")

@@ -11,7 +11,7 @@ import json
 import sys
 
 from chalicelib import store
-from deploy import policies
+from deploy import operations, policies
 
 
 def table_name(stage):
@@ -24,7 +24,10 @@ def secret_name(stage):
 
 def merge_template(stage):
     table = store.table_definition(table_name(stage))
+    workers = worker_resources(stage)
     return {
+        "Parameters": operations.parameters(),
+        "Conditions": operations.conditions(),
         "Resources": {
             "OrdersTable": {
                 "Type": "AWS::DynamoDB::Table",
@@ -49,7 +52,8 @@ def merge_template(stage):
             # SAM makes the URL and the permissions to call it (lambda:InvokeFunctionUrl and, as AWS
             # requires of new URLs since October 2025, lambda:InvokeFunction).
             "Notify": {"Properties": {"FunctionUrlConfig": {"AuthType": "NONE"}}},
-            **worker_resources(stage),
+            **workers,
+            **operations.resources(stage, [name for name in workers if name.endswith("DeadLetters")]),
         },
         "Outputs": {
             "NotifyFunctionUrl": {"Description": "give this to Alipay as notify_url (NOTIFY_URL)",

@@ -5,10 +5,12 @@ such as ACQ.TRADE_NOT_EXIST is information, not an error). `20000` means the out
 the same request (same parameters, same signature) is sent once more, then GatewayUnknown.
 No answer in time is GatewayUnknown too; any other answer, or one we cannot verify, GatewayError.
 """
+import time
+
 import urllib3
 
 from . import aes, gateway, http
-from .errors import GatewayError, GatewayRefused, GatewayUnreachable
+from .errors import GatewayError, GatewayRefused, GatewayUnreachable, InvalidSignature
 from .money import beijing_timestamp
 from .pay import biz_json, form_encode, signed_request
 
@@ -24,7 +26,7 @@ class GatewayUnknown(GatewayUnreachable):
 
 class GatewayClient:
     def __init__(self, gateway_url, credentials, alipay_keys, alipay_cert_sn=None, aes_key=None,
-                 time_left=None, read_timeout=DEFAULT_READ_TIMEOUT):
+                 time_left=None, read_timeout=DEFAULT_READ_TIMEOUT, observe=None):
         self.gateway_url = gateway_url
         self.credentials = credentials
         self.alipay_keys = alipay_keys
@@ -32,6 +34,7 @@ class GatewayClient:
         self.aes_key = aes_key
         self.time_left = time_left or (lambda: 30.0)  # seconds the caller may still spend
         self.read_timeout = read_timeout
+        self.observe = observe or (lambda method, code, milliseconds: None)  # (method, code, ms) per HTTP call
 
     def call(self, method, biz, read_timeout=None, connect_timeout=None, answers=(SUCCESS, BUSINESS_FAILED), **extra):
         """Any gateway method: the verified response node's fields, for the codes in `answers`."""
@@ -56,6 +59,24 @@ class GatewayClient:
         return response
 
     def _post(self, method, body, read_timeout, connect_timeout=None):
+        started, code = time.perf_counter(), "no_answer"
+        try:
+            response = self._exchange(method, body, read_timeout, connect_timeout)
+            code = response.code or "none"
+            return response
+        except InvalidSignature:
+            code = "bad_signature"
+            raise
+        except GatewayUnknown:
+            code = "no_answer"
+            raise
+        except GatewayError:
+            code = "unreadable"
+            raise
+        finally:
+            self.observe(method, code, (time.perf_counter() - started) * 1000)
+
+    def _exchange(self, method, body, read_timeout, connect_timeout):
         budget = self.time_left() - 0.5  # leave time to record the outcome
         if budget <= 0.2:
             raise GatewayUnknown(f"{method}: no time left to call the gateway")

@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import settings as settings_module
+from chalicelib import metrics, settings as settings_module
 from chalicelib.alipay.client import GatewayClient
 from chalicelib.errors import NotFound, NotSupported, Unavailable
 from chalicelib.merchant import MerchantSource
@@ -34,8 +34,14 @@ _BOTO_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts"
 
 
 def log_event(**fields):
-    """One JSON line: order number and outcome, never keys, tokens or signed strings."""
-    log.info(json.dumps(fields, ensure_ascii=False, default=str))
+    """One JSON line: order number and outcome, never keys, tokens or signed strings; the request
+    id, function and stage of the invocation on every line."""
+    log.info(json.dumps(dict(metrics.context(), **fields), ensure_ascii=False, default=str))
+
+
+def _observe_gateway(method, code, milliseconds):
+    metrics.count("GatewayCalls", Method=method, Code=code)
+    metrics.timing("GatewayLatency", milliseconds, Method=method)
 
 
 def utc_now():
@@ -105,7 +111,7 @@ class Context:
         merchant = merchant or self.merchant()
         return GatewayClient(self.settings.gateway, merchant.credentials, merchant.alipay_keys,
                              alipay_cert_sn=merchant.alipay_cert_sn, aes_key=merchant.aes_key, time_left=self.time_left,
-                             read_timeout=self.settings.gateway_read_timeout)
+                             read_timeout=self.settings.gateway_read_timeout, observe=_observe_gateway)
 
     def authorize(self, authorization_header):
         scheme, _, token = (authorization_header or "").partition(" ")

@@ -5,7 +5,7 @@ import json
 import re
 import uuid
 
-from chalicelib import barcode as barcode_rules, orders, store
+from chalicelib import barcode as barcode_rules, metrics, orders, store
 from chalicelib.alipay import pay
 from chalicelib.alipay.errors import GatewayError, InvalidAmount, InvalidSignature
 from chalicelib.alipay.money import format_amount, parse_amount
@@ -67,6 +67,7 @@ def create_order(ctx, actor, body, idempotency_key, base_url):
                 return _replay(ctx, record["out_trade_no"], order["request_hash"], merchant, base_url)
         return _replay(ctx, out_trade_no, order["request_hash"], merchant, base_url)
     log_event(event="order_created", out_trade_no=out_trade_no, product=order["product"], actor=actor)
+    metrics.count("OrdersCreated", Product=order["product"])
     if order["product"] == "barcode":
         return barcode.pay(ctx, order, auth_code, merchant, _notify_url(ctx, base_url))
     return 201, _with_payment(ctx, order, merchant, base_url)

@@ -2,7 +2,7 @@
 the business fields, then apply it as a report."""
 from dataclasses import dataclass
 
-from chalicelib import orders
+from chalicelib import metrics, orders
 from chalicelib.alipay import http, legacy, notify, signing
 from chalicelib.alipay.errors import GatewayUnreachable, InvalidSignature, MalformedMessage, MessageTooLarge
 from chalicelib.errors import Unavailable
@@ -94,6 +94,8 @@ def _refuse(ctx, note, reason, state):
     For an order we do not have (state None) it is logged, not stored."""
     if state is not None:
         reports.record_anomaly(ctx, note.out_trade_no, reason, "notify", state, note.notify_id)
+    else:
+        metrics.count("Anomalies", Reason=reason)
     return _answer(422, reason, out_trade_no=note.out_trade_no, notify_id=note.notify_id, stored=state is not None)
 
 
@@ -102,5 +104,6 @@ def _loggable(text):
 
 
 def _answer(status, outcome, **details):
+    metrics.count("Notifications", Outcome=outcome)
     log_event(event="notification", status=status, outcome=outcome, **details)
     return NotifyAnswer(status, SUCCESS if status == 200 else FAILURE, outcome)

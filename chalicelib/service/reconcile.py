@@ -11,7 +11,7 @@
 `poll` is the fast lane: a short chain of delayed messages that queries one order every few
 seconds for a little while (for payments whose outcome is known to be imminent).
 """
-from chalicelib import orders
+from chalicelib import metrics, orders
 from chalicelib.alipay.errors import GatewayError, InvalidSignature
 from chalicelib.errors import GatewayFailure, OrderNotClosable, ServiceError
 from chalicelib.refunds import REFUND_PENDING
@@ -52,6 +52,8 @@ def run_pass(ctx, min_age=None):
             break
         summary["shards"] += 1
     _flush(ctx, batch, summary)
+    metrics.count("ReconcileDue", summary["due"])
+    metrics.count("ReconcileQueued", summary["queued"])
     log_event(event="reconcile_pass", **summary)
     return summary
 
@@ -85,6 +87,9 @@ def work(ctx, messages):
             retry.append(message_id)
             log_event(event="reconcile", outcome="error", out_trade_no=body.get("out_trade_no"),
                       error=type(error).__name__, reason=getattr(error, "message", str(error))[:300])
+    for name, key in (("ReconcileProcessed", "orders"), ("ReconcilePaid", "paid"), ("ReconcileClosed", "closed"),
+                      ("ReconcileErrors", "errors")):
+        metrics.count(name, summary[key])
     log_event(event="reconcile_work", **summary)
     return summary, retry
 
@@ -100,6 +105,8 @@ def _reconcile_order(ctx, out_trade_no, min_age, summary):
     for record in events:
         if record.get("type") != "refund" or not _refund_due(record, now.timestamp(), min_age):
             continue
+        if record["status"] == REFUND_PENDING and now.timestamp() - parse_iso(record["at"]).timestamp() > 3600:
+            metrics.count("RefundsPendingOverAnHour")  # the money's fate unknown for an hour: an alarm
         client = client or ctx.gateway()
         try:
             summary[_settle_refund(ctx, client, out_trade_no, record)] += 1

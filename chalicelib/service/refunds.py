@@ -9,7 +9,7 @@ import math
 import uuid
 from decimal import Decimal
 
-from chalicelib import orders, refunds, store
+from chalicelib import metrics, orders, refunds, store
 from chalicelib.alipay.client import REFUND_SPACING_SECONDS, refund_biz
 from chalicelib.alipay.errors import GatewayError, InvalidAmount, InvalidSignature
 from chalicelib.alipay.money import format_amount, parse_amount, parse_reported_amount
@@ -108,6 +108,7 @@ def defer(ctx, out_trade_no, out_request_no):
         ctx.backend.send(ctx.settings.reconcile_queue, [{"out_trade_no": out_trade_no, "out_request_no": out_request_no}],
                          delay_seconds=math.ceil(REFUND_SPACING_SECONDS))
         log_event(event="refund", outcome="deferred", out_trade_no=out_trade_no, out_request_no=out_request_no)
+        metrics.count("Refunds", Outcome="deferred")
     except Unavailable as error:
         log_event(event="refund", outcome="defer_failed", out_trade_no=out_trade_no, out_request_no=out_request_no,
                   reason=error.message)
@@ -180,6 +181,7 @@ def _write(ctx, order, events, before, after, source, actor=None, notify_id=None
         records.append((f"refund#{refund.out_request_no}", {k: v for k, v in record.items() if v is not None}))
         log_event(event="refund", outcome=refund.status, out_trade_no=order["out_trade_no"],
                   out_request_no=refund.out_request_no, source=source)
+        metrics.count("Refunds", Outcome=refund.status)
     status = orders.TRADE_CLOSED if close else order["status"]
     updates = {"refunded_amount": after.refunded, "refunds_pending": after.pending,
                "reported_refund_fee": after.reported_fee, "updated_at": now, "refunds_succeeded": None}

@@ -6,7 +6,7 @@ implies a step we missed applies that step first. A refund reported for an order
 order closed records the full refund; a query that finds a waiting order closed after a payment
 (`send_pay_date`) records the payment and the full refund.
 """
-from chalicelib import orders, store
+from chalicelib import metrics, orders, store
 from chalicelib.alipay.money import format_amount, parse_beijing_time
 from chalicelib.errors import Unavailable
 from chalicelib.service import log_event, refunds
@@ -124,7 +124,10 @@ def transition(ctx, out_trade_no, state, change, source, note=None, actor=None, 
     tag = f"{notify_tag(notify_id)}#{change.to_status}" if notify_id else f"v{state.version + 1}"
     events = [(f"{source}#{tag}", dict(base, type="transition", **{"from": change.from_status,
                                                                       "to": change.to_status}))]
+    if change.to_status in orders.PAID:
+        metrics.count("Payments")
     for reason in change.anomalies:
+        metrics.count("Anomalies", Reason=reason)
         events.append((f"anomaly#{tag}#{reason}", dict(base, type="anomaly", reason=reason)))
         log_event(event="anomaly", reason=reason, out_trade_no=out_trade_no, notify_id=notify_id)
     ctx.store.apply_change(out_trade_no, state, updates, events, snapshot={
@@ -134,6 +137,7 @@ def transition(ctx, out_trade_no, state, change, source, note=None, actor=None, 
 def record_anomaly(ctx, out_trade_no, reason, source, state, notify_id=None):
     """A report that was refused: one event, which a redelivery of the same report does not repeat."""
     tag = notify_tag(notify_id) if notify_id else f"{source}#v{state.version}"
+    metrics.count("Anomalies", Reason=reason)
     ctx.store.add_event(out_trade_no, f"anomaly#{tag}#{reason}", {
         "at": ctx.now_iso(), "source": source, "type": "anomaly", "reason": reason, "notify_id": notify_id},
         seq=state.version, snapshot={"status": state.status, "refunded_amount": format_amount(state.refunded_amount)})

@@ -181,3 +181,28 @@ def test_the_policy_files_are_the_ones_deploy_policies_writes():
         functions = config["stages"][stage]["lambda_functions"]
         assert {name: f.get("iam_policy_file") for name, f in functions.items() if f.get("iam_policy_file")} == {
             name: policies.file_name(kind, stage) for name, kind in policies.FUNCTIONS.items()}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_alarm_reads_a_metric_the_code_emits_and_says_what_to_do_first(packaged, stage):
+    from chalicelib import metrics
+    from deploy import operations
+    template = json.loads((packaged[0][stage] / "sam.json").read_text())
+    alarms = {name: r["Properties"] for name, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert operations.alarm_metric_names(template) <= set(metrics.NAMES)
+    assert {"NotifyServerErrors", "Notifications", "Anomalies", "RefundsPendingOverAnHour", "ReconcileErrors"} <= \
+        operations.alarm_metric_names(template)
+    for name, alarm in alarms.items():
+        assert "First" in alarm["AlarmDescription"] and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        for query in alarm["Metrics"]:
+            dimensions = {d["Name"]: d["Value"] for d in query.get("MetricStat", {}).get("Metric", {}).get("Dimensions", [])}
+            if query.get("MetricStat", {}).get("Metric", {}).get("Namespace") == metrics.NAMESPACE:
+                assert dimensions["Stage"] == stage and dimensions["Function"] in operations.FUNCTIONS.values()
+                unit, extra = metrics.NAMES[query["MetricStat"]["Metric"]["MetricName"]]
+                assert set(dimensions) == {"Stage", "Function", *extra}  # exactly the dimensions it is emitted with
+    for logical in operations.FUNCTIONS:  # every function: errors, throttles, a log group with a retention
+        assert {f"{logical}ErrorsAlarm", f"{logical}ThrottlesAlarm"} <= set(alarms)
+        assert template["Resources"][f"{logical}Logs"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        variables = template["Resources"][logical]["Properties"]["Environment"]["Variables"]
+        assert variables["STAGE"] == stage  # the metrics' Stage dimension
+    assert template["Parameters"]["LogRetentionDays"]["Default"] == 90
