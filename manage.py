@@ -4,6 +4,7 @@ They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and hono
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import pathlib
@@ -145,7 +146,8 @@ def reconcile(args):
     config = settings.load()
     sqsdrain.ensure_queues(config.reconcile_queue)
     summary = passes.run_pass(Context(Backend(), time_left=lambda: 600.0), min_age=args.min_age)
-    summary["worked"] = sqsdrain.drain(config.reconcile_queue, app.reconcile_worker)
+    with contextlib.redirect_stdout(sys.stderr):  # the worker's metric lines: not this command's output
+        summary["worked"] = sqsdrain.drain(config.reconcile_queue, app.reconcile_worker)
     print(json.dumps(summary))
     return 0
 

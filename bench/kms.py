@@ -13,9 +13,9 @@ import sys
 import time
 from collections import Counter
 
-import botocore.client
 
 from bench.service import _Context, proxy_event, timed_batches
+from bench.timing import BotocoreMeter
 from devstack import MotoServer, aws_environment
 from tests.support import Merchant
 
@@ -25,32 +25,6 @@ SECRETS = {"local": "bench/merchant-local", "kms": "bench/merchant-kms"}
 # AWS's pricing page has listed requests on RSA_2048 keys at the symmetric $0.03 per 10,000; the
 # line below prints both so the reader sees the bound.
 KMS_PRICE_PER_10K = (0.15, 0.03)
-
-
-class BotocoreMeter:
-    """Time spent inside botocore's API calls and their count per service operation."""
-
-    def __init__(self):
-        self.inside_ns = 0
-        self.calls = Counter()
-        self._original = botocore.client.BaseClient._make_api_call
-
-    def __enter__(self):
-        meter, original = self, self._original
-
-        def measured(client, operation, params):
-            start = time.perf_counter_ns()
-            try:
-                return original(client, operation, params)
-            finally:
-                meter.inside_ns += time.perf_counter_ns() - start
-                meter.calls[f"{client.meta.service_model.service_name}:{operation}"] += 1
-
-        botocore.client.BaseClient._make_api_call = measured
-        return self
-
-    def __exit__(self, *exc):
-        botocore.client.BaseClient._make_api_call = self._original
 
 
 def run():

@@ -2,6 +2,9 @@
 import gc
 import statistics
 import time
+from collections import Counter
+
+import botocore.client
 
 
 def interleaved(ours, floor, batches=20, per_batch=50):
@@ -29,3 +32,29 @@ def summary(label, times):
 def _p95(values):
     ordered = sorted(values)
     return ordered[int(len(ordered) * 0.95) - 1]
+
+
+class BotocoreMeter:
+    """Time spent inside botocore's API calls and their count per service operation."""
+
+    def __init__(self):
+        self.inside_ns = 0
+        self.calls = Counter()
+        self._original = botocore.client.BaseClient._make_api_call
+
+    def __enter__(self):
+        meter, original = self, self._original
+
+        def measured(client, operation, params):
+            start = time.perf_counter_ns()
+            try:
+                return original(client, operation, params)
+            finally:
+                meter.inside_ns += time.perf_counter_ns() - start
+                meter.calls[f"{client.meta.service_model.service_name}:{operation}"] += 1
+
+        botocore.client.BaseClient._make_api_call = measured
+        return self
+
+    def __exit__(self, *exc):
+        botocore.client.BaseClient._make_api_call = self._original
