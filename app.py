@@ -9,9 +9,10 @@ from urllib.parse import urlencode
 
 from chalice import Chalice, Rate, Response
 
+from chalicelib import settings
 from chalicelib.errors import InternalError, InvalidRequest, ServiceError, Unavailable
 from chalicelib.service import Backend, Context, create, lifecycle, log, log_event, notifications, reconcile as passes
-from chalicelib.service import refunds, returns
+from chalicelib.service import publish, refunds, returns
 
 app = Chalice(app_name="chalice-alipay")
 
@@ -201,6 +202,13 @@ def app_result(ctx, actor, out_trade_no):
 def reconcile(event):
     """Missed notifications, abandoned orders, refunds of unknown outcome (contract, reconcile)."""
     return passes.run(service(event.context))
+
+
+@app.on_dynamodb_record(stream_arn=settings.orders_stream_arn(), starting_position="TRIM_HORIZON",
+                        name="publish_events")
+def publish_events(event):
+    """Order events to EventBridge from the table's stream; failed records reported (contract, Order events)."""
+    return publish.publish(service(event.context), event.to_dict()["Records"]).response()
 
 
 def _plain(status, text):

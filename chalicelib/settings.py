@@ -16,6 +16,7 @@ class Settings:
     return_redirect_url: Optional[str]
     secret_ttl_seconds: int
     gateway_read_timeout: float
+    event_bus_name: str
 
 
 def load(env=None):
@@ -30,4 +31,16 @@ def load(env=None):
         return_redirect_url=env.get("RETURN_REDIRECT_URL") or None,
         secret_ttl_seconds=int(env.get("SECRET_TTL_SECONDS") or 300),
         gateway_read_timeout=float(env.get("GATEWAY_READ_TIMEOUT_SECONDS") or 8),
+        event_bus_name=env.get("EVENT_BUS_NAME") or "chalice-alipay",
     )
+
+
+# Chalice needs the stream's ARN when app.py is imported, to describe the publisher's event source.
+# `chalice package` gets this stand-in, which the merge template replaces with the table's
+# StreamArn (deploy/template.py); `chalice deploy` needs the real one in ORDERS_STREAM_ARN.
+STREAM_ARN_STAND_IN = "arn:aws:dynamodb:us-east-1:000000000000:table/alipay-orders/stream/set-by-the-template"
+
+
+def orders_stream_arn(env=None):
+    env = os.environ if env is None else env
+    return env.get("ORDERS_STREAM_ARN") or STREAM_ARN_STAND_IN
