@@ -226,3 +226,58 @@ def test_the_schema_refuses_what_the_contract_forbids():
                 {"event": {"at": "2026-12-01T10:00:00Z", "source": "api", "type": "transition"}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(dict(detail, **bad), SCHEMA)
+
+
+# ---- manage.py: create-table gives the stream and the bus; publish-events runs the publisher --------
+
+def bare_table(aws, name, **extra):
+    """A table as an older version of this service left it: keys only."""
+    aws["dynamodb"].create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                                 AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
+                                 KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                            {"AttributeName": "sk", "KeyType": "RANGE"}], **extra)
+
+
+def test_create_table_enables_the_stream_on_an_existing_table_and_makes_the_bus(aws, env):
+    from tests.integration.test_manage import manage
+    table, bus_name = f"{env['ORDERS_TABLE']}-old", f"bus-{env['ORDERS_TABLE']}-new"
+    restore = set_environment({"ORDERS_TABLE": table, "EVENT_BUS_NAME": bus_name})
+    try:
+        bare_table(aws, table)
+        code, out, _ = manage("create-table")
+        assert code == 0 and "enabled stream (NEW_AND_OLD_IMAGES)" in out and f"created event bus {bus_name}" in out
+        stream = aws["dynamodb"].describe_table(TableName=table)["Table"]["StreamSpecification"]
+        assert stream == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        code, out, _ = manage("create-table")
+        assert code == 0 and "stream" not in out and f"event bus {bus_name} exists" in out
+        os.environ["ORDERS_TABLE"] = f"{table}-keys"
+        bare_table(aws, os.environ["ORDERS_TABLE"],
+                   StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"})
+        code, _, err = manage("create-table")
+        assert code == 1 and "KEYS_ONLY" in err and "StreamEnabled=false" in err
+    finally:
+        restore()
+
+
+def test_publish_events_publishes_from_the_oldest_record_and_again_with_the_same_ids(client, merchant, bus):
+    from tests.integration.test_manage import manage
+    no = create_order(client, merchant, total_amount="7.00")["out_trade_no"]
+    notify(client, merchant.notification(no, "7.00"))
+    code, out, _ = manage("publish-events")
+    assert code == 0 and json.loads(out) == {"records": 3, "events": 2, "failed": 0}
+    first = bus.received()
+    assert story(first) == [("order.created", W, "0.00"), ("order.paid", S, "0.00")]
+    code, out, _ = manage("publish-events")
+    assert code == 0 and json.loads(out)["events"] == 2
+    assert [e["detail"] for e in bus.received()] == [e["detail"] for e in first]
+
+
+def test_publish_events_fails_with_the_reason_on_a_table_without_stream(aws, env):
+    from tests.integration.test_manage import manage
+    restore = set_environment({"ORDERS_TABLE": f"{env['ORDERS_TABLE']}-nostream"})
+    try:
+        bare_table(aws, os.environ["ORDERS_TABLE"])
+        code, _, err = manage("publish-events")
+        assert code == 1 and "create-table" in err
+    finally:
+        restore()
