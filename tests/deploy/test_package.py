@@ -11,6 +11,8 @@ import pytest
 from tests.vectorfiles import ROOT_PATH as ROOT
 
 STAGES = ("dev", "prod")
+ORDER_EVENTS_ACTIONS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+                        "dynamodb:ListStreams", "dynamodb:BatchGetItem", "events:PutEvents", "sqs:SendMessage"}
 
 
 def run(*command, **kwargs):
@@ -101,13 +103,13 @@ def test_table_secret_schedule_and_outputs(packaged, stage):
 def test_least_privilege_no_wildcard_resources(packaged, stage):
     template = json.loads((packaged[0][stage] / "sam.json").read_text())
     roles = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    assert len(roles) == 3
+    assert len(roles) == 4
     for role in roles:
         statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
         actions = {a for s in statements for a in s["Action"]}
         assert actions == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
                            "secretsmanager:GetSecretValue", "logs:CreateLogGroup", "logs:CreateLogStream",
-                           "logs:PutLogEvents"}
+                           "logs:PutLogEvents"} | ORDER_EVENTS_ACTIONS
         for statement in statements:
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert "*" not in resources
@@ -130,3 +132,26 @@ def test_the_deployment_package_is_small_and_has_no_botocore_or_pyopenssl(packag
     size = path.stat().st_size
     print(f"deployment.zip: {size / 1e6:.1f} MB, offline: {packaged[1]}")
     assert size < 8_000_000
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_order_events_stream_bus_dead_letters_and_narrow_permissions(packaged, stage):
+    template = json.loads((packaged[0][stage] / "sam.json").read_text())
+    resources = template["Resources"]
+    assert resources["OrdersTable"]["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert resources["EventBus"]["Properties"]["Name"] == f"chalice-alipay-{stage}"
+    source = resources["PublishEvents"]["Properties"]["Events"]["PublishEventsDynamodbEventSource"]["Properties"]
+    assert source["Stream"] == {"Fn::GetAtt": ["OrdersTable", "StreamArn"]}  # not app.py's stand-in
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and source["BisectBatchOnFunctionError"]
+    assert 0 < source["MaximumRetryAttempts"] <= 10 and source["StartingPosition"] == "TRIM_HORIZON"
+    assert source["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}
+    variables = resources["PublishEvents"]["Properties"]["Environment"]["Variables"]
+    assert variables["EVENT_BUS_NAME"] == f"chalice-alipay-{stage}"
+    statements = {s["Sid"]: s for s in json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text())["Statement"]}
+    assert statements["OrderEventsBus"]["Resource"] == [f"arn:aws:events:*:*:event-bus/chalice-alipay-{stage}"]
+    assert statements["OrderEventsStream"]["Resource"] == [f"arn:aws:dynamodb:*:*:table/alipay-orders-{stage}/stream/*"]
+    assert statements["OrderEventsDeadLetter"]["Resource"] == \
+        [f"arn:aws:sqs:*:*:chalice-alipay-{stage}-events-dlq"]
+    cfn = sam_transform(packaged[0][stage])["Resources"]
+    mappings = [r["Properties"] for r in cfn.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert len(mappings) == 1 and mappings[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
