@@ -20,9 +20,14 @@ def latest_stream_arn(dynamodb, table):
 
 
 class StreamReader:
+    """Keeps a position per shard, not an iterator: each read asks for a fresh iterator there.
+    Iterators expire (15 minutes in DynamoDB), and moto replaces a table's shard object whenever a
+    transaction fails, so a kept iterator would read an orphaned shard from then on."""
+
     def __init__(self, streams, stream_arn, batch_size=100):
         self._streams, self.arn, self.batch_size = streams, stream_arn, batch_size
-        self._iterators = {}  # shard id -> where to read next; None once a closed shard is read
+        self._positions = {}  # shard id -> (iterator type, sequence number) where the next read starts
+        self._closed = set()  # shards read to their end
 
     def _shards(self):
         shards, start = [], None
@@ -43,8 +48,9 @@ class StreamReader:
                     placed.add(shard["ShardId"])
         return ordered
 
-    def _iterator(self, shard, kind="TRIM_HORIZON", sequence_number=None):
-        extra = {"SequenceNumber": sequence_number} if sequence_number else {}
+    def _iterator(self, shard):
+        kind, number = self._positions.get(shard, ("TRIM_HORIZON", None))
+        extra = {"SequenceNumber": number} if number else {}
         return self._streams.get_shard_iterator(StreamArn=self.arn, ShardId=shard, ShardIteratorType=kind,
                                                 **extra)["ShardIterator"]
 
@@ -52,23 +58,24 @@ class StreamReader:
         """Everything not read yet, in order. Returns (records, failed records)."""
         seen = failed = 0
         for shard in self._shards():
-            if shard not in self._iterators:
-                self._iterators[shard] = self._iterator(shard)
-            iterator = self._iterators[shard]
+            iterator = None if shard in self._closed else self._iterator(shard)
             while iterator:
                 page = self._streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
-                records = page.get("Records", [])
+                records, iterator = page.get("Records", []), page.get("NextShardIterator")
                 if not records:
-                    self._iterators[shard] = page.get("NextShardIterator")  # None: the shard is closed
+                    if iterator is None:
+                        self._closed.add(shard)
                     break
                 unpublished = handle(records)
                 seen += len(records)
                 if unpublished:
                     failed += len(unpublished)
                     # As Lambda does: the next read starts again at the first failed record.
-                    self._iterators[shard] = self._iterator(shard, "AT_SEQUENCE_NUMBER", unpublished[0])
+                    self._positions[shard] = ("AT_SEQUENCE_NUMBER", unpublished[0])
                     break
-                iterator = self._iterators[shard] = page.get("NextShardIterator")
+                self._positions[shard] = ("AFTER_SEQUENCE_NUMBER", records[-1]["dynamodb"]["SequenceNumber"])
+                if iterator is None:
+                    self._closed.add(shard)
         return seen, failed
 
     def follow(self, handle, poll_seconds=1.0, stop=lambda: False):
