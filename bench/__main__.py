@@ -15,6 +15,11 @@ def main(argv):
         sections["service"] = service.run
     except ImportError:
         pass
+    try:
+        from bench import events
+        sections["events"] = events.run
+    except ImportError:
+        pass
     chosen = argv[1:] or list(sections)
     for name in chosen:
         sections[name]()
