@@ -64,8 +64,7 @@ def test_each_transition_of_each_product_publishes_exactly_one_event_of_its_type
     for status in reports:  # interleaved: each order's events stay in its own order
         alipay_reports(client, merchant, mapi, product, first, status)
         alipay_reports(client, merchant, mapi, product, second, status)
-    if product != "legacy":  # a redelivered notification changes nothing and publishes nothing
-        alipay_reports(client, merchant, mapi, product, first, reports[-1])
+    alipay_reports(client, merchant, mapi, product, first, reports[-1])  # redelivered: changes and publishes nothing
     records, failed = stream.run()
     assert failed == 0 and records > 0
     got = bus.received()
@@ -83,7 +82,7 @@ def test_a_redelivered_stream_batch_publishes_the_same_events_with_the_same_ids(
     notify(client, merchant.notification(no, "5.00"))
     stream.run()
     first = bus.received()
-    assert stream.again_from_the_oldest() == (stream.calls[0][0].__len__(), 0)
+    assert stream.redeliver(0) == {"batchItemFailures": []}  # the same Lambda event, again
     again = bus.received()
     assert [e["detail"] for e in again] == [e["detail"] for e in first]
     assert [e["detail-type"] for e in first] == ["order.created", "order.paid"]
