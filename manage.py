@@ -67,7 +67,8 @@ def publish_events(args):
         print(json.dumps(totals))
         return 1 if totals["failed"] else 0
     try:
-        reader.follow(handle, poll_seconds=args.poll)
+        reader.follow(handle, poll_seconds=args.poll, on_error=lambda error: print(
+            f"publish-events: {type(error).__name__}: {error}; reading again", file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         pass
     return 0

@@ -78,7 +78,14 @@ class StreamReader:
                     self._closed.add(shard)
         return seen, failed
 
-    def follow(self, handle, poll_seconds=1.0, stop=lambda: False):
+    def follow(self, handle, poll_seconds=1.0, stop=lambda: False, on_error=None):
+        """Read until `stop()`; an error of one read goes to `on_error` (raised without one), and the
+        next read starts where the last good one ended."""
         while not stop():
-            self.read_once(handle)
+            try:
+                self.read_once(handle)
+            except Exception as error:  # noqa: BLE001 - a local AWS restarting must not end the loop
+                if on_error is None:
+                    raise
+                on_error(error)
             time.sleep(poll_seconds)

@@ -101,6 +101,24 @@ def test_a_reader_that_follows_sees_every_change_after_a_failed_transaction(clie
     assert [e["detail-type"] for e in bus.received()] == ["order.created", "order.paid", "order.finished"]
 
 
+def test_following_survives_a_failed_read_and_reads_the_same_records_again(client, merchant, env):
+    import boto3
+
+    from chalicelib import streams
+    create_order(client, merchant, total_amount="1.00")
+    reader = streams.StreamReader(boto3.client("dynamodbstreams"),
+                                  streams.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"]))
+    seen, errors, rounds = [], [], iter(range(3))
+
+    def handle(records):
+        seen.append([r["dynamodb"]["SequenceNumber"] for r in records])
+        if len(seen) == 1:
+            raise ConnectionError("the local AWS went away")
+        return []
+    reader.follow(handle, poll_seconds=0, stop=lambda: next(rounds, None) is None, on_error=errors.append)
+    assert len(seen) == 2 and seen[0] == seen[1] and [type(e) for e in errors] == [ConnectionError]
+
+
 def test_order_items_changes_without_an_event_item_are_not_published(client, merchant, bus, stream, aws, env):
     no = create_order(client, merchant, total_amount="5.00")["out_trade_no"]
     # Bookkeeping on the order item (a QR code, a reconcile step) is not a change merchants act on.
