@@ -91,48 +91,70 @@ def detail(change, product, total_amount):
 
 def publish(ctx, records):
     """Publish what `records` (stream records, oldest first) carry; an Outcome says what was not."""
-    outcome, failed, blocked = Outcome(records=len(records)), set(), set()
+    failures = _Failures()
+    changes = _changes(records, failures)
+    published = _send(ctx.backend.client("events"), _entries(ctx, changes, failures), failures)
+    outcome = Outcome(records=len(records), events=published, failed=[
+        r["dynamodb"]["SequenceNumber"] for r in records if r["dynamodb"]["SequenceNumber"] in failures.numbers])
+    log_event(event="publish", records=outcome.records, events=outcome.events, failed=len(outcome.failed))
+    return outcome
 
-    def fail(number, out_trade_no, reason):
-        failed.add(number)
-        if out_trade_no not in blocked:
-            blocked.add(out_trade_no)
+
+class _Failures:
+    """Records not published, and the orders whose later records must wait for the retry."""
+
+    def __init__(self):
+        self.numbers, self.blocked = set(), set()
+
+    def add(self, number, out_trade_no, reason):
+        self.numbers.add(number)
+        if out_trade_no not in self.blocked:
+            self.blocked.add(out_trade_no)
             log_event(event="publish", outcome="failed", out_trade_no=out_trade_no, reason=reason)
 
+
+def _changes(records, failures):
     changes = []
     for record in records:
-        number = record["dynamodb"]["SequenceNumber"]
         try:
             change = stream_change(record)
         except UnreadableRecord as error:
-            fail(number, error.out_trade_no, str(error))
+            failures.add(record["dynamodb"]["SequenceNumber"], error.out_trade_no, str(error))
             continue
         if change is not None:
-            changes.append((number, change))
+            changes.append((record["dynamodb"]["SequenceNumber"], change))
+    return changes
+
+
+def _entries(ctx, changes, failures):
+    """(sequence number, out_trade_no, PutEvents entry) of each change, in stream order."""
     facts = {c.out_trade_no: (c.order["product"], c.order["total_amount"]) for _, c in changes if c.order}
     missing = {c.out_trade_no for _, c in changes} - set(facts)
     facts.update(products_and_totals(ctx.store, missing) if missing else {})
-
-    queue = []
+    entries = []
     for number, change in changes:
         try:
             if change.out_trade_no not in facts:
                 raise Unpublishable("no such order")
             body = detail(change, *facts[change.out_trade_no])
             entry = {"Source": SOURCE, "DetailType": detail_type(body["event"]), "EventBusName": ctx.settings.event_bus_name,
-                     "Detail": json.dumps(body, ensure_ascii=False, separators=(",", ":"))}
+                     "Detail": json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)}
         except (Unpublishable, KeyError) as error:
-            fail(number, change.out_trade_no, f"{type(error).__name__}: {error}")
+            failures.add(number, change.out_trade_no, f"{type(error).__name__}: {error}")
             continue
-        queue.append((number, change.out_trade_no, entry))
+        entries.append((number, change.out_trade_no, entry))
+    return entries
 
-    events = ctx.backend.client("events")
+
+def _send(events, queue, failures):
+    """PutEvents, ten entries at most and one per order per call; returns how many were published."""
+    published = 0
     while queue:
         batch, later, in_batch = [], [], set()
         for item in queue:
             number, out_trade_no, _ = item
-            if out_trade_no in blocked:
-                fail(number, out_trade_no, "an earlier event of the order was not published")
+            if out_trade_no in failures.blocked:
+                failures.add(number, out_trade_no, "an earlier event of the order was not published")
             elif len(batch) < MAX_ENTRIES and out_trade_no not in in_batch:
                 batch.append(item)
                 in_batch.add(out_trade_no)
@@ -145,9 +167,8 @@ def publish(ctx, records):
             answer = events.put_events(Entries=[entry for _, _, entry in batch])
         except (ClientError, BotoCoreError) as error:  # EventBridge unreachable: the rest waits for the retry
             for number, out_trade_no, _ in batch + queue:
-                fail(number, out_trade_no, f"PutEvents: {type(error).__name__}")
-            queue = []
-            continue
+                failures.add(number, out_trade_no, f"PutEvents: {type(error).__name__}")
+            return published
         results = answer.get("Entries") or []
         # An answer whose count and entries disagree is not trusted for any entry.
         trusted = (len(results) == len(batch)
@@ -155,12 +176,10 @@ def publish(ctx, records):
         for index, (number, out_trade_no, _) in enumerate(batch):
             result = results[index] if trusted else {}
             if result.get("EventId") and not result.get("ErrorCode"):
-                outcome.events += 1
+                published += 1
             else:
-                fail(number, out_trade_no, f"PutEvents: {result.get('ErrorCode') or 'no answer for the entry'}")
-    outcome.failed = [r["dynamodb"]["SequenceNumber"] for r in records if r["dynamodb"]["SequenceNumber"] in failed]
-    log_event(event="publish", records=outcome.records, events=outcome.events, failed=len(outcome.failed))
-    return outcome
+                failures.add(number, out_trade_no, f"PutEvents: {result.get('ErrorCode') or 'no answer for the entry'}")
+    return published
 
 
 def ensure_bus(client, name):
