@@ -12,7 +12,7 @@ from chalice import Chalice, Rate, Response
 from chalicelib import metrics, settings
 from chalicelib.errors import InternalError, InvalidRequest, ServiceError, Unavailable
 from chalicelib.service import Backend, Context, create, lifecycle, log, log_event, notifications, reconcile as passes
-from chalicelib.service import refunds, returns
+from chalicelib.service import publish, refunds, returns
 
 app = Chalice(app_name="chalice-alipay")
 
@@ -263,6 +263,14 @@ def _message(record):
     except ValueError:
         body = None
     return body if isinstance(body, dict) else {}
+
+
+@app.on_dynamodb_record(stream_arn=settings.orders_stream_arn(), starting_position="TRIM_HORIZON",
+                        name="publish_events")
+@metered("publish_events")
+def publish_events(event):
+    """Order events to EventBridge from the table's stream; failed records reported (contract, Order events)."""
+    return publish.publish(service(event.context), event.to_dict()["Records"]).response()
 
 
 def _plain(status, text):

@@ -111,6 +111,7 @@ class Stack:
         self.signer = signer  # "local": app_private_key in the secret; "kms": the key held in (moto's) KMS
         self.processes = {}
         self.token = None
+        self.fulfilment = None
 
     @property
     def api_url(self):
@@ -149,6 +150,7 @@ class Stack:
         wait_until_up(self.api_url + "/health", api, timeout=60)
         # The reconcile and poll workers as Lambda runs them, and the scheduled pass (README).
         self._spawn("workers", [sys.executable, "sqsdrain.py"], self.env)
+        self.start_order_events()
         self.start_shop()
         return self
 
@@ -156,8 +158,36 @@ class Stack:
         from werkzeug.serving import make_server
 
         from demo.shop import Shop
-        self._shop_server = make_server("127.0.0.1", self.shop_port, Shop(self.api_url, self.token), threaded=True)
+        shop = Shop(self.api_url, self.token)
+        shop = self.fulfilment.wrap(shop) if self.fulfilment else shop
+        self._shop_server = make_server("127.0.0.1", self.shop_port, shop, threaded=True)
         threading.Thread(target=self._shop_server.serve_forever, daemon=True).start()
+
+    # ---- order events: moto triggers nothing, so the publisher runs as a process (traps.md) --------
+
+    EVENT_BUS = "chalice-alipay"
+    ORDERS_QUEUE = "chalice-alipay-orders"
+
+    def start_order_events(self):
+        """The bus, a rule delivering every order event to an SQS queue, `manage.py publish-events
+        --follow` reading the table's stream, and the demo shop's fulfilment reading the queue."""
+        import boto3
+
+        from chalicelib.service import publish
+        from demo.fulfilment import Fulfilment
+        events = boto3.client("events", endpoint_url=self.moto.url)
+        sqs = boto3.client("sqs", endpoint_url=self.moto.url)
+        publish.ensure_bus(events, self.EVENT_BUS)
+        self.orders_queue_url = sqs.create_queue(QueueName=self.ORDERS_QUEUE)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.orders_queue_url,
+                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name="orders-to-queue", EventBusName=self.EVENT_BUS,
+                        EventPattern=json.dumps({"source": [publish.SOURCE]}))
+        events.put_targets(Rule="orders-to-queue", EventBusName=self.EVENT_BUS,
+                           Targets=[{"Id": "orders-queue", "Arn": queue_arn}])
+        self._spawn("publisher", [sys.executable, "manage.py", "publish-events", "--follow", "--poll", "0.3"],
+                    dict(self.env, EVENT_BUS_NAME=self.EVENT_BUS))
+        self.fulfilment = Fulfilment(sqs, self.orders_queue_url).start()
 
     def provision(self, base_env):
         """Table, secret with fresh keys, sandbox registrations; the environment for chalice local."""
@@ -222,6 +252,8 @@ class Stack:
         if self._shop_server:
             self._shop_server.shutdown()
             self._shop_server.server_close()
+        if self.fulfilment:
+            self.fulfilment.stop()
         self.moto.stop()
 
 
@@ -266,6 +298,7 @@ chalice-alipay local stack is up (logs: {stack.logs}/)
   Alipay sandbox       {stack.sandbox_url}/gateway.do   notifications: {stack.sandbox_url}/sandbox/notifications.html
   AWS (moto server)    {stack.moto.url}
   Alipay signing       {"certificate mode" if stack.cert_mode else "public key mode"}
+  Order events         bus {stack.EVENT_BUS} -> SQS {stack.orders_queue_url} (publisher log: {stack.logs}/publisher.log)
   API token            {stack.token}
   App key              {"in KMS (moto), alias/chalice-alipay-local" if stack.signer == "kms" else "in the secret"}
 

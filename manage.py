@@ -1,4 +1,5 @@
-"""Admin commands: create-table, put-secret, keygen, kms-keygen, token, check, reconcile, migrate-due.
+"""Admin commands: create-table, put-secret, keygen, kms-keygen, token, check, reconcile, migrate-due,
+publish-events.
 
 They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
@@ -27,8 +28,51 @@ def create_table(args):
     except store.TableLayoutError as error:
         print(f"{table}: {error}", file=sys.stderr)
         return 1
-    for line in done:
+    for line in done + _ensure_event_bus():
         print(f"{table}: {line}")
+    return 0
+
+
+# ---- order events (contract, "Order events") ----------------------------------------------------
+
+def _ensure_event_bus():
+    """The bus order events go to; in AWS the template makes it, locally this does."""
+    from chalicelib.service import publish
+    name = settings.load().event_bus_name
+    return publish.ensure_bus(_client("events"), name) or [f"event bus {name} exists"]
+
+
+def publish_events(args):
+    """The stream function's work where no Lambda reads the stream: from the oldest record, once
+    (exit 1 when some record could not be published) or following new records until Ctrl-C."""
+    from chalicelib import streams
+    from chalicelib.service import Backend, Context, publish
+    ctx = Context(Backend(), time_left=lambda: 600.0)
+    try:
+        arn = streams.latest_stream_arn(_client("dynamodb"), ctx.settings.orders_table)
+    except streams.NoStream as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    totals = {"records": 0, "events": 0, "failed": 0}
+
+    def handle(records):
+        outcome = publish.publish(ctx, records)
+        for name, count in (("records", outcome.records), ("events", outcome.events), ("failed", len(outcome.failed))):
+            totals[name] += count
+        if args.follow:
+            print(json.dumps(totals), flush=True)
+        return outcome.failed
+
+    reader = streams.StreamReader(_client("dynamodbstreams"), arn)
+    if not args.follow:
+        reader.read_once(handle)
+        print(json.dumps(totals))
+        return 1 if totals["failed"] else 0
+    try:
+        reader.follow(handle, poll_seconds=args.poll, on_error=lambda error: print(
+            f"publish-events: {type(error).__name__}: {error}; reading again", file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -186,6 +230,10 @@ def main(argv=None):
     mig = commands.add_parser("migrate-due", help="move orders of the old waiting index onto the due index")
     mig.add_argument("--start", default=None, help="resume from this key (JSON, as printed)")
     mig.set_defaults(run=migrate_due)
+    pub = commands.add_parser("publish-events", help="publish order events from the table's stream, as the stream function does")
+    pub.add_argument("--follow", action="store_true", help="keep publishing new records until Ctrl-C")
+    pub.add_argument("--poll", type=float, default=0.5, help="seconds between reads when following")
+    pub.set_defaults(run=publish_events)
     args = parser.parse_args(argv)
     return args.run(args)
 

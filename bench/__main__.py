@@ -17,6 +17,11 @@ def main(argv):
         sections["scale"] = scale.run
     except ImportError:
         pass
+    try:
+        from bench import events
+        sections["events"] = events.run
+    except ImportError:
+        pass
     chosen = argv[1:] or list(sections)
     for name in chosen:
         sections[name]()

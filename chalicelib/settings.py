@@ -18,6 +18,7 @@ class Settings:
     gateway_read_timeout: float
     reconcile_queue: str
     poll_queue: str
+    event_bus_name: str
 
 
 def load(env=None):
@@ -34,6 +35,7 @@ def load(env=None):
         gateway_read_timeout=float(env.get("GATEWAY_READ_TIMEOUT_SECONDS") or 8),
         reconcile_queue=reconcile_queue(env),
         poll_queue=poll_queue(env),
+        event_bus_name=env.get("EVENT_BUS_NAME") or "chalice-alipay",
     )
 
 
@@ -45,3 +47,14 @@ def reconcile_queue(env=None):
 
 def poll_queue(env=None):
     return (os.environ if env is None else env).get("POLL_QUEUE") or "chalice-alipay-poll"
+
+
+# Chalice needs the stream's ARN when app.py is imported, to describe the publisher's event source.
+# `chalice package` gets this stand-in, which the merge template replaces with the table's
+# StreamArn (deploy/template.py); `chalice deploy` needs the real one in ORDERS_STREAM_ARN.
+STREAM_ARN_STAND_IN = "arn:aws:dynamodb:us-east-1:000000000000:table/alipay-orders/stream/set-by-the-template"
+
+
+def orders_stream_arn(env=None):
+    env = os.environ if env is None else env
+    return env.get("ORDERS_STREAM_ARN") or STREAM_ARN_STAND_IN

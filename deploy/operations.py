@@ -9,7 +9,7 @@ from chalicelib import metrics
 
 # logical id in the template -> the Chalice function name (the metrics' Function dimension)
 FUNCTIONS = {"APIHandler": "api_handler", "Notify": "notify", "Reconcile": "reconcile",
-             "ReconcileWorker": "reconcile_worker", "PollWorker": "poll_worker"}
+             "ReconcileWorker": "reconcile_worker", "PollWorker": "poll_worker", "PublishEvents": "publish_events"}
 NOTIFY_PATHS = ("notify", "api_handler")  # the Function URL, and the API route
 NOTIFY_TIMEOUT_MS = 10_000
 MONEY_ANOMALIES = ("amount_mismatch", "app_id_mismatch", "seller_mismatch", "paid_after_local_close")

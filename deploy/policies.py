@@ -12,6 +12,7 @@ after it exists, by its alias (a `kms:ResourceAliases` condition).
 | policy-pass-STAGE.json | reconcile (the scheduled pass) | send to the reconcile queue |
 | policy-worker-STAGE.json | reconcile_worker | kms:Sign; read, delete and send on the reconcile queue |
 | policy-poll-STAGE.json | poll_worker | kms:Sign; read, delete and send on the poll queue |
+| policy-events-STAGE.json | publish_events | read the table's stream, BatchGetItem, PutEvents on the stage's bus, send to its dead-letter queue; no secret |
 """
 import json
 import pathlib
@@ -29,8 +30,10 @@ KINDS = {  # kind -> (signs, {queue: actions})
     "pass": (False, {"reconcile": SEND}),
     "worker": (True, {"reconcile": CONSUME + SEND}),
     "poll": (True, {"poll": CONSUME + SEND}),
+    "events": (False, {}),
 }
-FUNCTIONS = {"api_handler": "api", "reconcile": "pass", "reconcile_worker": "worker", "poll_worker": "poll"}
+FUNCTIONS = {"api_handler": "api", "reconcile": "pass", "reconcile_worker": "worker", "poll_worker": "poll",
+             "publish_events": "events"}
 
 
 def queue_name(queue, stage):
@@ -43,15 +46,18 @@ def file_name(kind, stage):
 
 def policy(kind, stage):
     table = f"arn:aws:dynamodb:*:*:table/alipay-orders-{stage}"
+    logs = {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [f"arn:aws:logs:*:*:log-group:/aws/lambda/chalice-alipay-{stage}-*",
+                         f"arn:aws:logs:*:*:log-group:/aws/lambda/chalice-alipay-{stage}-*:*"]}
+    if kind == "events":
+        return {"Version": "2012-10-17", "Statement": _publisher(stage, table) + [logs]}
     statements = [
         {"Sid": "Orders", "Effect": "Allow",
          "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
          "Resource": [table, f"{table}/index/{store.DUE_INDEX}"]},
         {"Sid": "MerchantSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
          "Resource": [f"arn:aws:secretsmanager:*:*:secret:alipay/merchant-{stage}-??????"]},
-        {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": [f"arn:aws:logs:*:*:log-group:/aws/lambda/chalice-alipay-{stage}-*",
-                      f"arn:aws:logs:*:*:log-group:/aws/lambda/chalice-alipay-{stage}-*:*"]},
+        logs,
     ]
     signs, queues = KINDS[kind]
     for queue, actions in queues.items():
@@ -63,6 +69,21 @@ def policy(kind, stage):
             "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/chalice-alipay-{stage}"},
                           "StringEquals": {"kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256"}}})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _publisher(stage, table):
+    """The events publisher reads the table's stream (and the orders' product and total), puts
+    events on the stage's bus and sends what it cannot publish to its dead-letter queue."""
+    return [
+        {"Sid": "OrderEventsStream", "Effect": "Allow", "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                                                     "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+         "Resource": [f"{table}/stream/*"]},
+        {"Sid": "OrderEventsOrders", "Effect": "Allow", "Action": ["dynamodb:BatchGetItem"], "Resource": [table]},
+        {"Sid": "OrderEventsBus", "Effect": "Allow", "Action": ["events:PutEvents"],
+         "Resource": [f"arn:aws:events:*:*:event-bus/chalice-alipay-{stage}"]},
+        {"Sid": "OrderEventsDeadLetter", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+         "Resource": [f"arn:aws:sqs:*:*:chalice-alipay-{stage}-events-dlq"]},
+    ]
 
 
 def files():

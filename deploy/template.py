@@ -25,7 +25,7 @@ def secret_name(stage):
 def merge_template(stage):
     table = store.table_definition(table_name(stage))
     workers = worker_resources(stage)
-    return {
+    template = {
         "Parameters": operations.parameters(),
         "Conditions": operations.conditions(),
         "Resources": {
@@ -53,7 +53,8 @@ def merge_template(stage):
             # requires of new URLs since October 2025, lambda:InvokeFunction).
             "Notify": {"Properties": {"FunctionUrlConfig": {"AuthType": "NONE"}}},
             **workers,
-            **operations.resources(stage, [name for name in workers if name.endswith("DeadLetters")]),
+            **operations.resources(stage, [name for name in workers if name.endswith("DeadLetters")]
+                                   + ["EventsDeadLetterQueue"]),
         },
         "Outputs": {
             "NotifyFunctionUrl": {"Description": "give this to Alipay as notify_url (NOTIFY_URL)",
@@ -62,6 +63,53 @@ def merge_template(stage):
             "MerchantSecretArn": {"Value": {"Ref": "MerchantSecret"}},
         },
     }
+    add_order_events(template, stage)
+    return template
+
+
+# ---- order events (contract, "Order events") ---------------------------------------------------
+
+def event_bus_name(stage):
+    return f"chalice-alipay-{stage}"
+
+
+def events_dead_letter_queue_name(stage):
+    return f"chalice-alipay-{stage}-events-dlq"
+
+
+# Chalice names the publisher's resources after `@app.on_dynamodb_record(name="publish_events")`.
+PUBLISHER = "PublishEvents"
+PUBLISHER_EVENT_SOURCE = "PublishEventsDynamodbEventSource"
+
+
+def add_order_events(template, stage):
+    """The table's stream, the bus, the dead-letter queue, and what Chalice cannot set on the
+    publisher's event source mapping: its stream (the stand-in ARN of app.py replaced by the
+    table's), partial batch failures, bisect on error, bounded retries, the on-failure destination."""
+    resources, outputs = template["Resources"], template["Outputs"]
+    # CloudFormation's StreamSpecification has no StreamEnabled: a view type is the stream.
+    resources["OrdersTable"]["Properties"]["StreamSpecification"] = {"StreamViewType": store.STREAM_VIEW_TYPE}
+    resources["EventBus"] = {"Type": "AWS::Events::EventBus", "Properties": {"Name": event_bus_name(stage)}}
+    resources["EventsDeadLetterQueue"] = {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {"QueueName": events_dead_letter_queue_name(stage), "SqsManagedSseEnabled": True,
+                       "MessageRetentionPeriod": 1209600},  # 14 days, SQS's longest
+    }
+    resources[PUBLISHER] = {"Properties": {"Events": {PUBLISHER_EVENT_SOURCE: {"Properties": {
+        "Stream": {"Fn::GetAtt": ["OrdersTable", "StreamArn"]},
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "BisectBatchOnFunctionError": True,
+        # Every retry starts at the first record not published; after these the batch's shard and
+        # sequence range go to the dead-letter queue (the records stay in the stream for 24 h).
+        "MaximumRetryAttempts": 10,
+        "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}},
+    }}}}}
+    outputs["EventBusName"] = {"Description": "order events go here: add your rules to this bus (EVENT_BUS_NAME)",
+                               "Value": {"Ref": "EventBus"}}
+    outputs["EventBusArn"] = {"Value": {"Fn::GetAtt": ["EventBus", "Arn"]}}
+    outputs["OrdersStreamArn"] = {"Value": {"Fn::GetAtt": ["OrdersTable", "StreamArn"]}}
+    outputs["EventsDeadLetterQueueUrl"] = {"Description": "batches the publisher gave up on (shard and sequence range)",
+                                           "Value": {"Ref": "EventsDeadLetterQueue"}}
 
 
 # queue kind -> (function, its timeout in seconds, receives before the dead-letter queue)

@@ -42,13 +42,18 @@ def refund_view(record, order_view_):
 def event_list(order, events):
     """Oldest first; seq is the order's version when the entry was written (timestamps of racing
     writers may tie)."""
-    created = {"at": order["created_at"], "source": "api", "type": "created", "actor": order.get("actor"), "seq": 0}
     # One write may hold a refund and the close it caused: the refund first.
-    trail = sorted([created] + events, key=lambda e: (int(e.get("seq", 0)), e["at"], e.get("type") != "refund"))
-    return [_plain(event) for event in trail]
+    trail = sorted([created_entry(order)] + events,
+                   key=lambda e: (int(e.get("seq", 0)), e["at"], e.get("type") != "refund"))
+    return [listed(event) for event in trail]
 
 
-def _plain(event):
+def created_entry(order):
+    """The first entry of every order: it has no event item, the order item's creation is it."""
+    return {"at": order["created_at"], "source": "api", "type": "created", "actor": order.get("actor"), "seq": 0}
+
+
+def listed(event):
     """An event as JSON: DynamoDB numbers would come back as Decimal; ours are strings already."""
     return {key: (str(value) if not isinstance(value, (str, bool, list, dict)) else value)
             for key, value in event.items() if value is not None and key not in _HIDDEN}

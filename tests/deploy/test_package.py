@@ -11,8 +11,6 @@ import pytest
 from tests.vectorfiles import ROOT_PATH as ROOT
 
 STAGES = ("dev", "prod")
-
-
 def run(*command, **kwargs):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
 
@@ -104,6 +102,10 @@ SQS_SEND = {"sqs:SendMessage", "sqs:GetQueueUrl"}
 SQS_CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
 ROLES = {"NotifyRole": set(), "ApiHandlerRole": {"kms:Sign"} | SQS_SEND, "ReconcileRole": SQS_SEND,
          "ReconcileWorkerRole": {"kms:Sign"} | SQS_SEND | SQS_CONSUME, "PollWorkerRole": {"kms:Sign"} | SQS_SEND | SQS_CONSUME}
+# The events publisher: its stream, the orders' product and total, the bus, its dead letters; no secret.
+PUBLISHER = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams",
+             "dynamodb:BatchGetItem", "events:PutEvents", "sqs:SendMessage", "logs:CreateLogGroup",
+             "logs:CreateLogStream", "logs:PutLogEvents"}
 QUEUES = {"ApiHandlerRole": "reconcile", "ReconcileRole": "reconcile", "ReconcileWorkerRole": "reconcile",
           "PollWorkerRole": "poll"}
 
@@ -112,13 +114,14 @@ QUEUES = {"ApiHandlerRole": "reconcile", "ReconcileRole": "reconcile", "Reconcil
 def test_least_privilege_no_wildcard_resources(packaged, stage):
     template = json.loads((packaged[0][stage] / "sam.json").read_text())
     roles = {name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
-    assert set(roles) == set(ROLES)
+    assert set(roles) == set(ROLES) | {"PublishEventsRole"}
     for name, role in roles.items():
         statements = [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
         actions = {a for s in statements for a in s["Action"]}
-        assert actions == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
-                           "secretsmanager:GetSecretValue", "logs:CreateLogGroup", "logs:CreateLogStream",
-                           "logs:PutLogEvents"} | ROLES[name], name
+        assert actions == (PUBLISHER if name == "PublishEventsRole" else {
+            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
+            "secretsmanager:GetSecretValue", "logs:CreateLogGroup", "logs:CreateLogStream",
+            "logs:PutLogEvents"} | ROLES[name]), name
         for statement in statements:
             resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
             assert "*" not in resources
@@ -134,7 +137,7 @@ def test_least_privilege_no_wildcard_resources(packaged, stage):
                 assert all(f":table/alipay-orders-{stage}" in r for r in resources)
             if any(a.startswith("secretsmanager:") for a in statement["Action"]):
                 assert resources == [f"arn:aws:secretsmanager:*:*:secret:alipay/merchant-{stage}-??????"]
-            if any(a.startswith("sqs:") for a in statement["Action"]):  # its own queue, nothing else
+            if any(a.startswith("sqs:") for a in statement["Action"]) and name in QUEUES:  # its own queue only
                 assert resources == [f"arn:aws:sqs:*:*:chalice-alipay-{QUEUES[name]}-{stage}"]
 
 
@@ -142,6 +145,7 @@ def test_least_privilege_no_wildcard_resources(packaged, stage):
 def test_each_worker_reports_partial_batch_failures_from_its_own_queue(packaged, stage):
     resources = sam_transform(packaged[0][stage])["Resources"]
     mappings = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    mappings = [m for m in mappings if "Fn::Sub" in m["EventSourceArn"]]  # the queues (not the stream)
     assert len(mappings) == 2
     for mapping in mappings:
         queue = {"reconcile": "ReconcileQueue", "poll": "PollQueue"}[
@@ -206,3 +210,27 @@ def test_every_alarm_reads_a_metric_the_code_emits_and_says_what_to_do_first(pac
         variables = template["Resources"][logical]["Properties"]["Environment"]["Variables"]
         assert variables["STAGE"] == stage  # the metrics' Stage dimension
     assert template["Parameters"]["LogRetentionDays"]["Default"] == 90
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_order_events_stream_bus_dead_letters_and_narrow_permissions(packaged, stage):
+    template = json.loads((packaged[0][stage] / "sam.json").read_text())
+    resources = template["Resources"]
+    assert resources["OrdersTable"]["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert resources["EventBus"]["Properties"]["Name"] == f"chalice-alipay-{stage}"
+    source = resources["PublishEvents"]["Properties"]["Events"]["PublishEventsDynamodbEventSource"]["Properties"]
+    assert source["Stream"] == {"Fn::GetAtt": ["OrdersTable", "StreamArn"]}  # not app.py's stand-in
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and source["BisectBatchOnFunctionError"]
+    assert 0 < source["MaximumRetryAttempts"] <= 10 and source["StartingPosition"] == "TRIM_HORIZON"
+    assert source["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}
+    variables = resources["PublishEvents"]["Properties"]["Environment"]["Variables"]
+    assert variables["EVENT_BUS_NAME"] == f"chalice-alipay-{stage}"
+    statements = {s["Sid"]: s for s in json.loads((ROOT / ".chalice" / f"policy-events-{stage}.json").read_text())["Statement"]}
+    assert statements["OrderEventsBus"]["Resource"] == [f"arn:aws:events:*:*:event-bus/chalice-alipay-{stage}"]
+    assert statements["OrderEventsStream"]["Resource"] == [f"arn:aws:dynamodb:*:*:table/alipay-orders-{stage}/stream/*"]
+    assert statements["OrderEventsDeadLetter"]["Resource"] == \
+        [f"arn:aws:sqs:*:*:chalice-alipay-{stage}-events-dlq"]
+    cfn = sam_transform(packaged[0][stage])["Resources"]
+    mappings = [r["Properties"] for r in cfn.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+                and r["Properties"]["FunctionName"] == {"Ref": "PublishEvents"}]
+    assert len(mappings) == 1 and mappings[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

@@ -1,0 +1,91 @@
+"""The table's stream read as Lambda's event source mapping reads it, for where nothing triggers
+the publisher (a moto server: traps.md): `manage.py publish-events [--follow]` and `make run`.
+
+From the oldest record of every shard (TRIM_HORIZON, parents before children), in batches as
+GetRecords returns them, each handed to `handle`, which answers the sequence numbers it could not
+publish. Like Lambda, a batch with failures is read again from its first failed record.
+"""
+import time
+
+
+class NoStream(Exception):
+    """The table has no stream: `manage.py create-table` enables it."""
+
+
+def latest_stream_arn(dynamodb, table):
+    arn = dynamodb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
+    if not arn:
+        raise NoStream(f"{table} has no stream; run `python manage.py create-table`")
+    return arn
+
+
+class StreamReader:
+    """Keeps a position per shard, not an iterator: each read asks for a fresh iterator there.
+    Iterators expire (15 minutes in DynamoDB), and moto replaces a table's shard object whenever a
+    transaction fails, so a kept iterator would read an orphaned shard from then on."""
+
+    def __init__(self, streams, stream_arn, batch_size=100):
+        self._streams, self.arn, self.batch_size = streams, stream_arn, batch_size
+        self._positions = {}  # shard id -> (iterator type, sequence number) where the next read starts
+        self._closed = set()  # shards read to their end
+
+    def _shards(self):
+        shards, start = [], None
+        while True:
+            kwargs = {"ExclusiveStartShardId": start} if start else {}
+            page = self._streams.describe_stream(StreamArn=self.arn, **kwargs)["StreamDescription"]
+            shards.extend(page.get("Shards", []))
+            start = page.get("LastEvaluatedShardId")
+            if not start:
+                break
+        ids = {shard["ShardId"] for shard in shards}
+        ordered, placed = [], set()
+        while len(ordered) < len(shards):  # a child after its parent: per-key order survives a split
+            for shard in shards:
+                parent = shard.get("ParentShardId")
+                if shard["ShardId"] not in placed and (parent not in ids or parent in placed):
+                    ordered.append(shard["ShardId"])
+                    placed.add(shard["ShardId"])
+        return ordered
+
+    def _iterator(self, shard):
+        kind, number = self._positions.get(shard, ("TRIM_HORIZON", None))
+        extra = {"SequenceNumber": number} if number else {}
+        return self._streams.get_shard_iterator(StreamArn=self.arn, ShardId=shard, ShardIteratorType=kind,
+                                                **extra)["ShardIterator"]
+
+    def read_once(self, handle):
+        """Everything not read yet, in order. Returns (records, failed records)."""
+        seen = failed = 0
+        for shard in self._shards():
+            iterator = None if shard in self._closed else self._iterator(shard)
+            while iterator:
+                page = self._streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
+                records, iterator = page.get("Records", []), page.get("NextShardIterator")
+                if not records:
+                    if iterator is None:
+                        self._closed.add(shard)
+                    break
+                unpublished = handle(records)
+                seen += len(records)
+                if unpublished:
+                    failed += len(unpublished)
+                    # As Lambda does: the next read starts again at the first failed record.
+                    self._positions[shard] = ("AT_SEQUENCE_NUMBER", unpublished[0])
+                    break
+                self._positions[shard] = ("AFTER_SEQUENCE_NUMBER", records[-1]["dynamodb"]["SequenceNumber"])
+                if iterator is None:
+                    self._closed.add(shard)
+        return seen, failed
+
+    def follow(self, handle, poll_seconds=1.0, stop=lambda: False, on_error=None):
+        """Read until `stop()`; an error of one read goes to `on_error` (raised without one), and the
+        next read starts where the last good one ended."""
+        while not stop():
+            try:
+                self.read_once(handle)
+            except Exception as error:  # noqa: BLE001 - a local AWS restarting must not end the loop
+                if on_error is None:
+                    raise
+                on_error(error)
+            time.sleep(poll_seconds)
