@@ -81,7 +81,8 @@ class Admin:
         fail_20000; delay_count (+ delay_seconds): done, answered late; tamper: the answer does
         not verify; answer_count (+ answer_sub_code, answer_code=40004, perform=false): answered
         with that failure, the work done first only when perform is true; lost_count (+ lost_as
-        "drop" | "504"): never processed, the connection dropped or a 504."""
+        "drop" | "504"): never processed, the connection dropped or a 504; retry_count
+        (alipay.trade.cancel): answered ACQ.SYSTEM_ERROR with retry_flag Y, nothing done."""
         body = request.get_json(force=True)
         if body.get("answer_sub_code") and "answer_count" not in body:
             body["answer_count"] = body.pop("count", 1)

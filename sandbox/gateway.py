@@ -12,13 +12,15 @@ from urllib.parse import parse_qsl
 from werkzeug.wrappers import Response
 
 from sandbox import certs, protocol, timing
+from sandbox.barcode import LOST
 from sandbox.errors import AlipayError, business, failure, invalid, missing
 from sandbox.trades import check_amount
 
 SERVER_METHODS = {"alipay.trade.precreate": "do_precreate", "alipay.trade.query": "do_query",
                   "alipay.trade.close": "do_close", "alipay.trade.refund": "do_refund",
                   "alipay.trade.fastpay.refund.query": "do_refund_query",
-                  "alipay.open.app.alipaycert.download": "do_alipaycert_download"}
+                  "alipay.open.app.alipaycert.download": "do_alipaycert_download",
+                  "alipay.trade.pay": "do_pay", "alipay.trade.cancel": "do_cancel"}
 PAGE_METHODS = ("alipay.trade.page.pay", "alipay.trade.wap.pay")
 CHARSETS = ("utf-8", "gbk", "gb2312")
 TIMESTAMP_TOLERANCE = 15 * 60  # seconds; Alipay's own tolerance is not published (protocol §11)
@@ -122,6 +124,8 @@ class Gateway:
         if self.switch(method, "lost_count"):
             return self.lost(request, self.state.data["switches"][method].get("lost_as", "drop"))
         content = self.perform(app, params, method)
+        if content.pop(LOST, False):  # the work is done, then the answer is lost (a barcode test code)
+            return self.lost(request, "drop")
         delayed = self.switch(method, "delay_count")
         if delayed:
             time.sleep(float(delayed.get("delay_seconds", 5)))  # the work is done; the answer is late

@@ -25,6 +25,7 @@ SCENARIOS = {
     "console_refund": "the same: a refund made in the merchant console (amount=..., out_request_no=...)",
     "full_refund": "the rest refunded in the merchant console (out_request_no=...)",
     "expire": "the trade reaches its expiry now (timeout close, protocol §3.5)",
+    "buyer_pays": "a waiting trade is paid now, as a barcode buyer who confirms on the phone (notified)",
 }
 
 
@@ -135,3 +136,9 @@ class Scenarios:
         return {"queued": [queued], "trade_status": trade["status"],
                 "note": None if queued else "closed without a notification (page, precreate, legacy and trades "
                                             "the buyer never opened are not notified of a close, protocol §3.5)"}
+
+    def scenario_buyer_pays(self, trade):
+        with self.state.lock:
+            trade.pop("pays_at", None)  # paid now, not at a test code's chosen moment
+            queued = self.pay(trade)  # a trade that is not waiting is refused (ACQ.TRADE_HAS_SUCCESS / _CLOSE)
+        return {"queued": [queued], "trade_status": trade["status"]}

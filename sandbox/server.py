@@ -11,6 +11,7 @@ answered with exactly `success`. The legacy MAPI gateway (MD5) works the same wa
   legacy.py         the MAPI gateway: MD5 pay links, returns, notify_verify
   notifications.py  notification fields, signatures, the delivery loop
   trades.py         Alipay's ledger: payment, refunds, close, timeout
+  barcode.py        in-store payment: alipay.trade.pay (test codes) and alipay.trade.cancel
   scenarios.py      misbehaviour on demand (`python -m sandbox trigger`)
   admin.py          the /sandbox/ API
   certs.py          certificate mode's PKI
@@ -25,6 +26,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox import certs
 from sandbox.admin import Admin
+from sandbox.barcode import Barcode
 from sandbox.cashier import Cashier
 from sandbox.errors import AlipayError
 from sandbox.gateway import Gateway
@@ -39,7 +41,7 @@ ADMIN_ENDPOINTS = {"register_app", "register_partner", "switches", "clock", "cer
                    "trades", "notifications", "trigger", "reset"}
 
 
-class Sandbox(Gateway, Cashier, LegacyMapi, Notifier, Ledger, Scenarios, Admin):
+class Sandbox(Gateway, Barcode, Cashier, LegacyMapi, Notifier, Ledger, Scenarios, Admin):
     def __init__(self, state_path=None, time_factor=1.0, public_url="http://127.0.0.1:8001"):
         self.state = State(state_path)
         self.clock = Clock(self.state.data.get("clock_offset", 0.0))

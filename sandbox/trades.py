@@ -10,7 +10,8 @@ from sandbox import timing
 from sandbox.errors import business
 from sandbox.timing import stamp
 
-PRODUCT_CODES = {"alipay.trade.precreate": "FACE_TO_FACE_PAYMENT", "alipay.trade.page.pay": "FAST_INSTANT_TRADE_PAY",
+PRODUCT_CODES = {"alipay.trade.precreate": "FACE_TO_FACE_PAYMENT", "alipay.trade.pay": "FACE_TO_FACE_PAYMENT",
+                 "alipay.trade.page.pay": "FAST_INSTANT_TRADE_PAY",
                  "alipay.trade.wap.pay": "QUICK_WAP_WAY", "alipay.trade.app.pay": "QUICK_MSECURITY_PAY"}
 # Which products notify a close (protocol §3.5, "Which statuses are notified"): both sources agree
 # that wap and app notify TRADE_CLOSED and that page and precreate notify TRADE_SUCCESS only.
@@ -105,13 +106,13 @@ class Ledger:
         if trade["status"] != "WAIT_BUYER_PAY":
             raise business("ACQ.TRADE_HAS_SUCCESS")
 
-    def pay(self, trade, status="TRADE_SUCCESS"):
+    def pay(self, trade, status="TRADE_SUCCESS", at=None):
         self.refuse_unless_waiting(trade)
         with self.state.lock:
             trade.update(status="TRADE_FINISHED" if trade["kind"] == "legacy" else status,
-                         gmt_payment=stamp(self.now()), buyer_id=BUYER_ID, buyer_acted=True)
+                         gmt_payment=stamp(at or self.now()), buyer_id=BUYER_ID, buyer_acted=True)
             self.state.save()
-        self.queue(trade, self.notification(trade), "payment", delay=trade.pop("notify_delay", 0))
+        return self.queue(trade, self.notification(trade), "payment", delay=trade.pop("notify_delay", 0))
 
     # ---- close and timeout ----------------------------------------------------------------
 
@@ -123,8 +124,8 @@ class Ledger:
     def expire_if_due(self, trade):
         """An unpaid trade closes at its expiry (§3.5): TRADE_CLOSED without refund_fee. Only
         wap and app trades that the buyer opened are notified of it. Whether it closed now, and
-        the notification queued for it (or None)."""
-        if trade.get("status") != "WAIT_BUYER_PAY" or not trade.get("expires_at"):
+        the notification queued for it (or None). A barcode buyer due to confirm pays first."""
+        if trade.get("status") != "WAIT_BUYER_PAY" or self.confirm_if_due(trade) or not trade.get("expires_at"):
             return False, None
         expires = timing.parse_stamp(trade["expires_at"])
         if expires is None or self.now() < expires:
