@@ -5,9 +5,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test bench run clean chromium package wheelhouse
 
+# pip's own lines (Collecting ..., Installing ...) are the progress of the first run's minute.
 $(STAMP): requirements.txt requirements-dev.txt
+	@python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed (python3 is " + sys.version.split()[0] + ")")'
+	@echo "Installing the development environment into $(VENV) (once; about a minute)..."
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@($(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt 2>&1; \
+	  echo $$? > $(VENV)/pip.rc) | tee $(VENV)/pip.log | grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true
+	@test "$$(cat $(VENV)/pip.rc)" = 0 || (tail -20 $(VENV)/pip.log; echo "pip failed: $(VENV)/pip.log"; exit 1)
 	touch $(STAMP)
 
 # The browser tests drive Debian's chromium (never a browser download).
@@ -21,6 +26,7 @@ endif
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
+# KEEP_STATE=1 keeps the sandbox's trades of the last run; RELOAD=1 restarts the API on file changes.
 run: $(STAMP)
 	$(PY) devstack.py
 

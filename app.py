@@ -192,3 +192,12 @@ def _result_page(out_trade_no, order, status):
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Payment result</title></head>"
             f"<body><h1>Payment result</h1><table id=\"result\">{cells}</table>"
             "<p>The status comes from Alipay's notification; it may take a moment to update.</p></body></html>")
+
+
+# The API reference, public like /health. The file sits in chalicelib/ because the deployment
+# package carries only app.py, chalicelib/ and vendor/.
+@app.route("/openapi.yaml", methods=["GET"])
+def openapi_spec():
+    import pathlib
+    spec = (pathlib.Path(__file__).resolve().parent / "chalicelib" / "openapi.yaml").read_text(encoding="utf-8")
+    return Response(spec, status_code=200, headers={"Content-Type": "application/yaml; charset=utf-8"})

@@ -4,6 +4,10 @@
 Everything is provisioned fresh: the table, an app key pair, a merchant secret whose Alipay
 public key is the sandbox's, an API token; the app and the legacy partner are registered with
 the sandbox. Never deployed.
+
+Run files (logs, the sandbox's state) live outside the project, and `chalice local` runs with
+`--no-autoreload` unless asked (`--reload`): chalice's auto-reload restarts the API on any file
+written anywhere under the project (traps.md), which resets the connections in flight.
 """
 import argparse
 import hashlib
@@ -95,10 +99,21 @@ def http_json(url, payload=None):
         return json.loads(body) if body.startswith(("{", "[")) else body
 
 
+def default_run_dir():
+    """Outside the project, one folder per checkout (two worktrees may run stacks side by side)."""
+    if os.environ.get("RUN_DIR"):
+        return pathlib.Path(os.environ["RUN_DIR"])
+    state_home = pathlib.Path(os.environ.get("XDG_STATE_HOME") or pathlib.Path.home() / ".local" / "state")
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+    return state_home / "chalice-alipay" / f"{ROOT.name}-{checkout}"
+
+
 class Stack:
     def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, shop_port=0, time_factor=1.0,
-                 extra_env=None):
+                 extra_env=None, keep_state=False, reload=False):
         self.workdir = pathlib.Path(workdir)
+        self.keep_state = keep_state
+        self.reload = reload
         self.logs = self.workdir / "logs"
         self.api_port = api_port or free_port()
         self.sandbox_port = sandbox_port or free_port()
@@ -122,27 +137,42 @@ class Stack:
     def sandbox_url(self):
         return f"http://127.0.0.1:{self.sandbox_port}"
 
+    @property
+    def sandbox_state(self):
+        return self.workdir / "sandbox-state.json"
+
+    def api_starts(self):
+        """How many times chalice local started serving in this run: 1 unless it restarted."""
+        log = self.logs / "chalice.log"
+        return log.read_text(errors="replace").count("Serving on http") if log.exists() else 0
+
     def _spawn(self, name, command, env):
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")
+        log = open(self.logs / f"{name}.log", "wb")  # one run's log: a restart count means this run
         self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
         return self.processes[name]
 
     def start(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.keep_state:
+            # The moto server starts empty: trades and notifications of a previous run would be
+            # retried against orders that no longer exist.
+            self.sandbox_state.unlink(missing_ok=True)
         self.moto.start()
         aws = aws_environment(self.moto.url)
         os.environ.update(aws)
         base_env = dict(os.environ, **aws, PYTHONUNBUFFERED="1")
         sandbox = self._spawn("sandbox", [sys.executable, "-m", "sandbox", "serve", "--port", str(self.sandbox_port),
-                                          "--state", str(self.workdir / "sandbox-state.json"),
+                                          "--state", str(self.sandbox_state),
                                           "--time-factor", str(self.time_factor)], base_env)
         wait_until_up(self.sandbox_url + "/sandbox/alipay_public_key", sandbox)
         self.env = self.provision(base_env)
         chalice = str(pathlib.Path(sys.executable).parent / "chalice")
-        api = self._spawn("chalice", [chalice, "local", "--stage", "local", "--host", "127.0.0.1",
-                                      "--port", str(self.api_port)], self.env)
+        command = [chalice, "local", "--stage", "local", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        # With auto-reload on, a .pyc written under the project would count as a code change too.
+        env = dict(self.env, PYTHONDONTWRITEBYTECODE="1") if self.reload else self.env
+        api = self._spawn("chalice", command + ([] if self.reload else ["--no-autoreload"]), env)
         wait_until_up(self.api_url + "/health", api, timeout=60)
         self.start_shop()
         return self
@@ -213,20 +243,28 @@ def main(argv=None):
     parser.add_argument("--sandbox-port", type=int, default=int(os.environ.get("SANDBOX_PORT", 8001)))
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", 5005)))
     parser.add_argument("--shop-port", type=int, default=int(os.environ.get("SHOP_PORT", 8002)))
-    parser.add_argument("--workdir", default=str(ROOT / "run"))
+    parser.add_argument("--workdir", default=str(default_run_dir()), help="logs and sandbox state (RUN_DIR)")
     parser.add_argument("--time-factor", type=float, default=0.01, help="Alipay's retry schedule scaled")
+    parser.add_argument("--keep-state", action="store_true", default=bool(os.environ.get("KEEP_STATE")),
+                        help="keep the sandbox's trades and notifications of the previous run (KEEP_STATE=1)")
+    parser.add_argument("--reload", action="store_true", default=bool(os.environ.get("RELOAD")),
+                        help="restart the API when a file under the project changes (RELOAD=1)")
     args = parser.parse_args(argv)
-    stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor)
+    stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor,
+                  keep_state=args.keep_state, reload=args.reload)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.start()
         print(f"""
 chalice-alipay local stack is up (logs: {stack.logs}/)
+  sandbox state {"kept from the last run" if stack.keep_state else "fresh"}; API auto-reload \
+{"on: any file written under the project restarts it" if stack.reload else "off: restart make run after a code change"}
 
   Demo shop            {stack.shop_url}/
   API (chalice local)  {stack.api_url}
   Alipay sandbox       {stack.sandbox_url}/gateway.do   notifications: {stack.sandbox_url}/sandbox/notifications.html
   AWS (moto server)    {stack.moto.url}
+  API reference        {stack.api_url}/openapi.yaml
   API token            {stack.token}
 
   curl -s -X POST {stack.api_url}/orders -H 'Authorization: Bearer {stack.token}' \\
