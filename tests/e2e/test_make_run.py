@@ -78,7 +78,7 @@ class Client:
 
     def __init__(self, run):
         self.run = run
-        self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5, read=20))
+        self.http = urllib3.PoolManager(maxsize=8, retries=False, timeout=urllib3.Timeout(connect=5, read=20))
         self.auth = {"Authorization": f"Bearer {run.token}"}
         self.lock = threading.Lock()
         self.requests, self.connection_errors, self.server_errors = 0, [], []
@@ -159,9 +159,7 @@ def test_make_run_takes_a_dozen_purchases_and_a_hundred_requests_without_a_reset
         for no in bought[:3]:  # a refund each, as the README's curl does it
             status, answer = client.api_json("POST", f"/orders/{no}/refunds", {"refund_amount": "0.01"})
             assert status in (201, 202), answer
-        for no in bought:  # paid by the first notification, not by Alipay's retries
-            status, events = client.api_json("GET", f"/orders/{no}/events")
-            assert [e["source"] for e in events["events"]][:2] == ["api", "notify"]
+        for no in bought:  # every notification acknowledged at its first delivery, not on Alipay's retries
             notes = json.loads(client.request("GET", run.sandbox + "/sandbox/notifications").data)
             first_answers = [n["attempts"][0]["body"] for n in notes if n["out_trade_no"] == no and n["attempts"]]
             assert first_answers and set(first_answers) == {"success"}, first_answers
