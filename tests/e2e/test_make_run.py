@@ -163,8 +163,12 @@ def test_make_run_takes_a_dozen_purchases_and_a_hundred_requests_without_a_reset
             notes = json.loads(client.request("GET", run.sandbox + "/sandbox/notifications").data)
             first_answers = [n["attempts"][0]["body"] for n in notes if n["out_trade_no"] == no and n["attempts"]]
             assert first_answers and set(first_answers) == {"success"}, first_answers
-        assert client.request("GET", run.api + "/openapi.yaml").status == 200
-        assert client.requests >= 100 + 12 * 8
+        for no in bought:  # the merchant's backend reading what happened, as a person clicks around
+            assert client.api_json("GET", f"/orders/{no}")[1]["status"] == "TRADE_SUCCESS"
+            assert client.api_json("GET", f"/orders/{no}/events")[0] == 200
+            assert client.request("GET", run.api + "/openapi.yaml").status == 200
+            assert client.request("GET", run.shop + "/").status == 200
+        assert client.requests >= 100 + 12 * 8  # over a hundred besides the purchases' own
         assert client.connection_errors == [] and client.server_errors == []
         assert run.api_starts() == 1
         assert (run.run_dir / "logs" / "sandbox.log").exists()
