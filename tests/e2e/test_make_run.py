@@ -174,6 +174,8 @@ def test_make_run_takes_a_dozen_purchases_and_a_hundred_requests_without_a_reset
             assert client.api_json("GET", f"/orders/{no}/events")[0] == 200
             assert client.request("GET", run.api + "/openapi.yaml").status == 200
             assert client.request("GET", run.shop + "/").status == 200
+            assert client.request("GET", f"{run.shop}/result?out_trade_no={no}").status == 200
+            assert client.request("GET", f"{run.shop}/api/orders/{no}").status == 200
         assert client.requests >= 100 + 12 * 8  # over a hundred besides the purchases' own
         assert client.connection_errors == [] and client.server_errors == []
         assert run.api_starts() == 1
