@@ -71,6 +71,18 @@ class MakeRun:
     def api_starts(self):
         return (self.run_dir / "logs" / "chalice.log").read_text().count("Serving on http")
 
+    def api_processes(self):
+        """The pids serving the API: with auto-reload a restart is a new worker pid, whatever the log says."""
+        pids = set()
+        for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:  # the process ended while we looked
+                continue
+            if b"local" in args and str(self.ports["PORT"]).encode() in args:
+                pids.add(int(cmdline.parent.name))
+        return pids
+
 
 class Client:
     """A browser and a merchant backend in one: every request counted, every failure kept.
@@ -140,6 +152,7 @@ def order_amount(client, no):
 
 def test_make_run_takes_a_dozen_purchases_and_a_hundred_requests_without_a_reset_or_restart(clone, tmp_path):
     with MakeRun(clone, tmp_path / "run") as run:
+        serving = run.api_processes()
         client = Client(run)
         assert client.api_json("GET", "/orders/NOPE")[0] == 404  # the printed token works
         bought, failures = [], []
@@ -177,8 +190,10 @@ def test_make_run_takes_a_dozen_purchases_and_a_hundred_requests_without_a_reset
             assert client.request("GET", f"{run.shop}/result?out_trade_no={no}").status == 200
             assert client.request("GET", f"{run.shop}/api/orders/{no}").status == 200
         assert client.requests >= 100 + 12 * 8  # over a hundred besides the purchases' own
+        print(f"make run: {client.requests} requests, {len(bought)} purchases, "
+              f"{len(client.connection_errors)} connection errors, {run.api_starts() - 1} API restarts")
         assert client.connection_errors == [] and client.server_errors == []
-        assert run.api_starts() == 1
+        assert run.api_starts() == 1 and run.api_processes() == serving and len(serving) == 1
         assert (run.run_dir / "logs" / "sandbox.log").exists()
     untracked = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=clone,
                                capture_output=True, text=True).stdout.splitlines()
