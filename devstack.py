@@ -250,6 +250,8 @@ def main(argv=None):
     parser.add_argument("--reload", action="store_true", default=bool(os.environ.get("RELOAD")),
                         help="restart the API when a file under the project changes (RELOAD=1)")
     args = parser.parse_args(argv)
+    if args.reload:  # a .pyc this process writes under the project later would restart the API too
+        sys.dont_write_bytecode = True
     stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor,
                   keep_state=args.keep_state, reload=args.reload)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
