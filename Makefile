@@ -15,12 +15,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@test "$$(cat $(VENV)/pip.rc)" = 0 || (tail -20 $(VENV)/pip.log; echo "pip failed: $(VENV)/pip.log"; exit 1)
 	touch $(STAMP)
 
-# The browser tests drive Debian's chromium (never a browser download).
+# The browser tests drive Debian's chromium (never a browser download), with a CJK font so that
+# the pages' Chinese renders in their screenshots as it does on a buyer's machine.
 CHROMIUM := $(shell command -v chromium 2>/dev/null)
+CJK_FONT := $(shell fc-list :lang=zh 2>/dev/null | head -1)
+BROWSER_MISSING := $(if $(CHROMIUM),$(if $(CJK_FONT),,yes),yes)
 
 chromium:
-ifeq ($(CHROMIUM),)
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+ifeq ($(BROWSER_MISSING),yes)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei
 endif
 
 test: $(STAMP) chromium

@@ -216,10 +216,11 @@ class Stack:
                   {"app_id": APP_ID, "public_key": keys.spki_base64(app_key), "seller_id": SELLER_ID})
         http_json(self.sandbox_url + "/sandbox/partners", {"partner": PARTNER, "md5_key": self.md5_key})
         gateway = self.sandbox_url + "/gateway.do"
-        return dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
-                    ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url,
-                    RETURN_REDIRECT_URL=self.shop_url + "/result", GATEWAY_READ_TIMEOUT_SECONDS="2",
-                    **self.extra_env)
+        env = dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
+                   ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url,
+                   RETURN_REDIRECT_URL=self.shop_url + "/result", GATEWAY_READ_TIMEOUT_SECONDS="2")
+        env.update(self.extra_env)  # may replace any of the above (an empty RETURN_REDIRECT_URL, say)
+        return env
 
     def stop(self):
         for process in self.processes.values():
