@@ -205,7 +205,7 @@ def _result_page(out_trade_no, order, status):
              "'Hiragino Sans GB','Microsoft YaHei','Noto Sans CJK SC','WenQuanYi Micro Hei',Arial,sans-serif}"
              "main{max-width:480px;margin:48px auto;background:#fff;border-radius:12px;padding:28px;text-align:center}"
              "h1{font-size:22px;margin:0}p{color:#86909c}dl{display:grid;grid-template-columns:auto 1fr;gap:8px 16px;"
-             "text-align:left}dt{color:#86909c}dd{margin:0;word-break:break-all}"
+             "text-align:left}dt{color:#86909c}dd{margin:0;overflow-wrap:anywhere}"
              "@media (max-width:520px){main{margin:0;border-radius:0;min-height:100vh}}")
     return ("<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

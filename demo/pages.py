@@ -32,7 +32,7 @@ cursor:pointer;text-decoration:none;font-family:inherit} .btn.ghost{background:#
 justify-content:center;font-size:34px;color:#fff;background:#c9cdd4} .icon.ok{background:#00b42a}
 .icon.wait{background:#1677ff} .icon.no{background:#86909c}
 dl{display:grid;grid-template-columns:auto 1fr;gap:8px 16px;text-align:left;margin:20px 0}
-dt{color:#86909c} dd{margin:0;word-break:break-all} .amount{color:#ff4d4f;font-weight:600}
+dt{color:#86909c} dd{margin:0;overflow-wrap:anywhere} .amount{color:#ff4d4f;font-weight:600}
 .actions{display:flex;gap:12px;justify-content:center;flex-wrap:wrap} .note{color:#86909c;font-size:13px}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
 @media (max-width:640px){.cards{grid-template-columns:1fr}.card{display:flex;gap:14px;align-items:center}
