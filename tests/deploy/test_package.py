@@ -130,3 +130,9 @@ def test_the_deployment_package_is_small_and_has_no_botocore_or_pyopenssl(packag
     size = path.stat().st_size
     print(f"deployment.zip: {size / 1e6:.1f} MB, offline: {packaged[1]}")
     assert size < 8_000_000
+
+
+def test_the_deployment_package_carries_the_api_reference(packaged):
+    # GET /openapi.yaml reads it next to app.py: in Lambda only app.py, chalicelib/ and vendor/ exist.
+    names = zipfile.ZipFile(packaged[0]["prod"] / "deployment.zip").namelist()
+    assert "chalicelib/openapi.yaml" in names
