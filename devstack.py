@@ -161,6 +161,9 @@ class Stack:
             self.sandbox_state.unlink(missing_ok=True)
         self.moto.start()
         aws = aws_environment(self.moto.url)
+        # In-process clients (the shop, tests calling the service layer) reach this moto server;
+        # stop() puts back what was there, so a second stack never leaves a dead endpoint behind.
+        self._replaced_env = {name: os.environ.get(name) for name in aws}
         os.environ.update(aws)
         base_env = dict(os.environ, **aws, PYTHONUNBUFFERED="1")
         sandbox = self._spawn("sandbox", [sys.executable, "-m", "sandbox", "serve", "--port", str(self.sandbox_port),
@@ -236,6 +239,11 @@ class Stack:
             self._shop_server.shutdown()
             self._shop_server.server_close()
         self.moto.stop()
+        for name, value in getattr(self, "_replaced_env", {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def main(argv=None):
