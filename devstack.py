@@ -110,8 +110,11 @@ def default_run_dir():
 
 class Stack:
     def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, shop_port=0, time_factor=1.0,
-                 extra_env=None, keep_state=False, reload=False):
+                 extra_env=None, keep_state=False, reload=False, table="alipay-orders", secret_id="alipay/merchant"):
         self.workdir = pathlib.Path(workdir)
+        # moto keeps its data per process, not per server: two stacks in one process (tests) need
+        # their own table and secret, or the second one's keys replace the first one's.
+        self.table, self.secret_id = table, secret_id
         self.keep_state = keep_state
         self.reload = reload
         self.logs = self.workdir / "logs"
@@ -195,7 +198,7 @@ class Stack:
 
         from chalicelib import store
         from chalicelib.alipay import keys
-        table, secret_id = "alipay-orders", "alipay/merchant"
+        table, secret_id = self.table, self.secret_id
         store.ensure_table(boto3.client("dynamodb", endpoint_url=self.moto.url), table)
         app_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.app_key = app_key

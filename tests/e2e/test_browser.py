@@ -191,7 +191,8 @@ def test_a_failed_order_says_why_and_offers_the_way_back(tab, refusing_shop):
 @pytest.fixture(scope="module")
 def plain_stack(tmp_path_factory):
     """A stack whose merchant set no RETURN_REDIRECT_URL: the service shows its own result page."""
-    stack = Stack(tmp_path_factory.mktemp("plain"), time_factor=0.002, extra_env={"RETURN_REDIRECT_URL": ""}).start()
+    stack = Stack(tmp_path_factory.mktemp("plain"), time_factor=0.002, extra_env={"RETURN_REDIRECT_URL": ""},
+                  table="alipay-orders-plain", secret_id="alipay/merchant-plain").start()
     yield stack
     stack.stop()
 

@@ -24,7 +24,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory):
     # A stack of its own: the hundreds of orders the fuzzer makes stay out of the other tests' table.
-    stack = Stack(tmp_path_factory.mktemp("fuzz"), time_factor=0.002).start()
+    stack = Stack(tmp_path_factory.mktemp("fuzz"), time_factor=0.002, table="alipay-orders-fuzz",
+                  secret_id="alipay/merchant-fuzz").start()
     yield stack
     stack.stop()
 
