@@ -117,6 +117,7 @@ class Stack:
         self.table, self.secret_id = table, secret_id
         self.keep_state = keep_state
         self.reload = reload
+        self._replaced_env = {}
         self.logs = self.workdir / "logs"
         self.api_port = api_port or free_port()
         self.sandbox_port = sandbox_port or free_port()
@@ -144,14 +145,9 @@ class Stack:
     def sandbox_state(self):
         return self.workdir / "sandbox-state.json"
 
-    def api_starts(self):
-        """How many times chalice local started serving in this run: 1 unless it restarted."""
-        log = self.logs / "chalice.log"
-        return log.read_text(errors="replace").count("Serving on http") if log.exists() else 0
-
     def _spawn(self, name, command, env):
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "wb")  # one run's log: a restart count means this run
+        log = open(self.logs / f"{name}.log", "wb")  # this run's log only: its restarts, its errors
         self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
         return self.processes[name]
@@ -242,7 +238,7 @@ class Stack:
             self._shop_server.shutdown()
             self._shop_server.server_close()
         self.moto.stop()
-        for name, value in getattr(self, "_replaced_env", {}).items():
+        for name, value in self._replaced_env.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
