@@ -33,7 +33,7 @@ ITEMS = {
             "art": _art('<path d="M80 100L30 40a70 70 0 0 1 100 0z" fill="#e6b36a"/><path d="M80 100L55 32M80 100'
                         'V28M80 100l25-68" stroke="#a8743a" stroke-width="3"/>')},
 }
-# Alipay's H5 cashier is for phones: the same words Alipay's own pages look for in the user agent.
+# Phones get Alipay's H5 cashier (it can hand over to the Alipay app): a user agent naming a phone.
 PHONE = re.compile(r"Mobile|Android|iPhone|iPod|HarmonyOS", re.I)
 
 
