@@ -110,8 +110,9 @@ def secret_from_files(args):
     if len(secret["alipay_public_key"]) == 1:
         secret["alipay_public_key"] = secret["alipay_public_key"][0]
     optional = {"seller_id": args.seller_id, "partner": args.partner, "md5_key": args.md5_key,
-                "app_cert": args.app_cert and text(args.app_cert), "alipay_cert": args.alipay_cert and text(args.alipay_cert),
-                "alipay_root_cert": args.alipay_root_cert and text(args.alipay_root_cert), "aes_key": args.aes_key}
+                "aes_key": args.aes_key, "app_cert": args.app_cert and text(args.app_cert),
+                "alipay_cert": args.alipay_cert and text(args.alipay_cert),
+                "alipay_root_cert": args.alipay_root_cert and text(args.alipay_root_cert)}
     secret.update({name: value for name, value in optional.items() if value})
     document = json.dumps(secret, indent=2) + "\n"
     try:
@@ -124,9 +125,10 @@ def secret_from_files(args):
         sys.stdout.write(document)
         return 0
     out = pathlib.Path(args.out)
-    out.touch(mode=0o600)  # it holds the private key: readable by its owner only, from the first byte
+    out.touch(mode=0o600)  # it holds the private key: readable by its owner only, before a byte is written
+    out.chmod(0o600)  # also when it existed already
     out.write_text(document, encoding="utf-8")
-    print(f"wrote {out} (keep it out of git); next: python manage.py put-secret --file {out}")
+    print(f"wrote {out} (keep it out of git); next: .venv/bin/python manage.py put-secret --file {out}")
     return 0
 
 
@@ -150,7 +152,8 @@ def add_secret_from_files(commands):
     build.set_defaults(run=secret_from_files)
 
 
-NO_REGION = "no AWS region is set: export AWS_DEFAULT_REGION (for example ap-southeast-1), or set region in ~/.aws/config"
+NO_REGION = ("no AWS region is set: export AWS_DEFAULT_REGION (for example ap-southeast-1), "
+             "or set region in ~/.aws/config")
 # Asked for a region before they start, so that each says the same sentence, whatever it catches itself.
 NEEDS_AWS = {"create-table", "put-secret", "check", "reconcile"}
 

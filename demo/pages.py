@@ -26,7 +26,8 @@ box-shadow:0 1px 3px rgba(0,0,0,.06)} .card:has(input:checked){border-color:#167
 font-weight:600;margin-top:6px} .panel{background:#fff;border-radius:12px;padding:16px 20px;margin-bottom:20px}
 .channels{display:flex;gap:24px;flex-wrap:wrap} .channels label{cursor:pointer}
 .btn{display:inline-block;border:0;border-radius:8px;background:#1677ff;color:#fff;font-size:16px;padding:12px 28px;
-cursor:pointer;text-decoration:none;font-family:inherit} .btn.ghost{background:#fff;color:#1677ff;border:1px solid #1677ff}
+cursor:pointer;text-decoration:none;font-family:inherit}
+.btn.ghost{background:#fff;color:#1677ff;border:1px solid #1677ff}
 .box{background:#fff;border-radius:12px;padding:28px;max-width:520px;margin:0 auto;text-align:center}
 .icon{width:64px;height:64px;border-radius:50%%;margin:0 auto 12px;display:flex;align-items:center;
 justify-content:center;font-size:34px;color:#fff;background:#c9cdd4} .icon.ok{background:#00b42a}

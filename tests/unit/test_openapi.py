@@ -31,7 +31,8 @@ def test_the_spec_is_valid_openapi_3_1(spec):
 
 
 def test_the_spec_names_exactly_the_apps_routes(spec):
-    documented = {(path, method.upper()) for path, item in spec["paths"].items() for method in item if method in METHODS}
+    documented = {(path, method.upper())
+                  for path, item in spec["paths"].items() for method in item if method in METHODS}
     served = {(path, method) for path, methods in application.app.routes.items() for method in methods}
     assert documented == served
 
