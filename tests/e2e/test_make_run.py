@@ -222,3 +222,31 @@ def test_each_make_run_starts_with_fresh_sandbox_state_unless_asked_to_keep_it(c
         assert len(sandbox_trades(Client(run))) == 1
     with MakeRun(clone, run_dir) as run:
         assert sandbox_trades(Client(run)) == {}
+
+
+def test_with_reload_only_a_code_change_restarts_the_api(clone, tmp_path):
+    with MakeRun(clone, tmp_path / "run", RELOAD="1") as run:
+        assert "auto-reload on" in run.banner
+        serving = run.api_processes()
+        client = Client(run)
+        for n in range(2):  # logs and sandbox state are written meanwhile, outside the project
+            client.purchase(ITEMS[n], "page")
+        assert run.api_processes() == serving and client.connection_errors == []
+        (clone / "app.py").touch()  # an edit: the file's time is what chalice's watcher compares
+        deadline = time.monotonic() + 60
+        while run.api_processes() == serving and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert run.api_processes() != serving
+        assert wait_for_health(client), "the API did not come back after the edit"
+        client.purchase(ITEMS[2], "page")
+
+
+def wait_for_health(client, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.http.request("GET", client.run.api + "/health").status == 200:
+                return True
+        except urllib3.exceptions.HTTPError:
+            time.sleep(0.2)
+    return False
