@@ -136,6 +136,9 @@ async function poll() {{
     if (r.status === 404) {{
       document.getElementById("headline").textContent = "找不到该订单";
       document.getElementById("status").textContent = "Order not found";
+      document.getElementById("icon").className = "icon no";
+      document.getElementById("icon").textContent = "?";
+      document.getElementById("subject").textContent = document.getElementById("amount").textContent = "—";
       return finish("请从商店重新下单。Please order again from the shop.");
     }}
     if (r.ok && show(await r.json())) return finish("谢谢惠顾！Thank you.");
