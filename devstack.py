@@ -153,6 +153,13 @@ class Stack:
         return self.processes[name]
 
     def start(self):
+        try:
+            return self._start()
+        except BaseException:  # a part that failed to come up: stop the parts that did
+            self.stop()
+            raise
+
+    def _start(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.keep_state:
             # The moto server starts empty: trades and notifications of a previous run would be
