@@ -5,22 +5,31 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test bench run clean chromium package wheelhouse
 
+# pip's own lines (Collecting ..., Installing ...) are the progress of the first run's minute.
 $(STAMP): requirements.txt requirements-dev.txt
+	@python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed (python3 is " + sys.version.split()[0] + ")")'
+	@echo "Installing the development environment into $(VENV) (once; about a minute)..."
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@($(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt 2>&1; \
+	  echo $$? > $(VENV)/pip.rc) | tee $(VENV)/pip.log | grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true
+	@test "$$(cat $(VENV)/pip.rc)" = 0 || (tail -20 $(VENV)/pip.log; echo "pip failed: $(VENV)/pip.log"; exit 1)
 	touch $(STAMP)
 
-# The browser tests drive Debian's chromium (never a browser download).
+# The browser tests drive Debian's chromium (never a browser download), with a CJK font so that
+# the pages' Chinese renders in their screenshots as it does on a buyer's machine.
 CHROMIUM := $(shell command -v chromium 2>/dev/null)
+CJK_FONT := $(shell fc-list :lang=zh 2>/dev/null | head -1)
+BROWSER_MISSING := $(if $(CHROMIUM),$(if $(CJK_FONT),,yes),yes)
 
 chromium:
-ifeq ($(CHROMIUM),)
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+ifeq ($(BROWSER_MISSING),yes)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei
 endif
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
+# KEEP_STATE=1 keeps the sandbox's trades of the last run; RELOAD=1 restarts the API on file changes.
 run: $(STAMP)
 	$(PY) devstack.py
 

@@ -333,10 +333,40 @@ def alipay_return():
 
 
 def _result_page(out_trade_no, order, status):
-    rows = [("Order", out_trade_no), ("Status", status)]
+    """The page a buyer sees when the merchant set no RETURN_REDIRECT_URL: the order in words, in
+    Chinese first (Alipay's buyers) and English. Self-contained: an inline icon, so the browser asks
+    this API for no /favicon.ico (API Gateway would answer 403)."""
+    import decimal
+    words = {"WAIT_BUYER_PAY": ("等待付款", "Waiting for the payment"), "TRADE_SUCCESS": ("支付成功", "Paid"),
+             "TRADE_FINISHED": ("交易完成", "Paid; the trade is finished"),
+             "TRADE_CLOSED": ("交易已关闭", "Closed: not paid, or refunded in full")}
+    zh, en = words.get(status, ("未找到订单", "This order is not known here"))
+    rows = [("订单号 Order", out_trade_no or "-")]
     if order:
-        rows += [("Subject", order["subject"]), ("Amount", order["total_amount"])]
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Payment result</title></head>"
-            f"<body><h1>Payment result</h1><table id=\"result\">{cells}</table>"
-            "<p>The status comes from Alipay's notification; it may take a moment to update.</p></body></html>")
+        # A Decimal from storage, or a string when the return's query answered with the order's view.
+        amount = decimal.Decimal(str(order["total_amount"]))
+        rows += [("商品 Item", order["subject"]), ("金额 Amount", f"¥{amount:.2f}")]
+    cells = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in rows)
+    icon = "data:image/svg+xml," + "%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Ccircle " \
+        "cx='8' cy='8' r='8' fill='%231677ff'/%3E%3C/svg%3E"
+    style = ("body{margin:0;background:#f5f6f8;color:#1f2329;font-family:-apple-system,'PingFang SC',"
+             "'Hiragino Sans GB','Microsoft YaHei','Noto Sans CJK SC','WenQuanYi Micro Hei',Arial,sans-serif}"
+             "main{max-width:480px;margin:48px auto;background:#fff;border-radius:12px;padding:28px;text-align:center}"
+             "h1{font-size:22px;margin:0}p{color:#86909c}dl{display:grid;grid-template-columns:auto 1fr;gap:8px 16px;"
+             "text-align:left}dt{color:#86909c}dd{margin:0;overflow-wrap:anywhere}"
+             "@media (max-width:520px){main{margin:0;border-radius:0;min-height:100vh}}")
+    return ("<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>支付结果 Payment result</title><link rel=\"icon\" href=\"{icon}\"><style>{style}</style></head>"
+            f"<body><main><h1 id=\"status\" data-status=\"{html.escape(status)}\">{zh}</h1><p>{en}</p>"
+            f"<dl id=\"result\">{cells}</dl><p>状态以支付宝的通知为准，可能需要片刻更新。You can close this page; "
+            "the status comes from Alipay's notification and may take a moment.</p></main></body></html>")
+
+
+# The API reference, public like /health. The file sits in chalicelib/ because the deployment
+# package carries only app.py, chalicelib/ and vendor/.
+@app.route("/openapi.yaml", methods=["GET"])
+def openapi_spec():
+    import pathlib
+    spec = (pathlib.Path(__file__).resolve().parent / "chalicelib" / "openapi.yaml").read_text(encoding="utf-8")
+    return Response(spec, status_code=200, headers={"Content-Type": "application/yaml; charset=utf-8"})

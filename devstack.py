@@ -4,6 +4,10 @@
 Everything is provisioned fresh: the table, an app key pair, a merchant secret whose Alipay
 public key is the sandbox's, an API token; the app and the legacy partner are registered with
 the sandbox. Never deployed.
+
+Run files (logs, the sandbox's state) live outside the project, and `chalice local` runs with
+`--no-autoreload` unless asked (`--reload`): chalice's auto-reload restarts the API on any file
+written anywhere under the project (traps.md), which resets the connections in flight.
 """
 import argparse
 import hashlib
@@ -95,10 +99,26 @@ def http_json(url, payload=None):
         return json.loads(body) if body.startswith(("{", "[")) else body
 
 
+def default_run_dir():
+    """Outside the project, one folder per checkout (two worktrees may run stacks side by side)."""
+    if os.environ.get("RUN_DIR"):
+        return pathlib.Path(os.environ["RUN_DIR"])
+    state_home = pathlib.Path(os.environ.get("XDG_STATE_HOME") or pathlib.Path.home() / ".local" / "state")
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+    return state_home / "chalice-alipay" / f"{ROOT.name}-{checkout}"
+
+
 class Stack:
     def __init__(self, workdir, api_port=0, sandbox_port=0, moto_port=0, shop_port=0, time_factor=1.0,
-                 extra_env=None, cert_mode=False, signer="local"):
+                 extra_env=None, cert_mode=False, signer="local", keep_state=False, reload=False,
+                 table="alipay-orders", secret_id="alipay/merchant"):
         self.workdir = pathlib.Path(workdir)
+        # moto keeps its data per process, not per server: two stacks in one process (tests) need
+        # their own table and secret, or the second one's keys replace the first one's.
+        self.table, self.secret_id = table, secret_id
+        self.keep_state = keep_state
+        self.reload = reload
+        self._replaced_env = {}
         self.logs = self.workdir / "logs"
         self.api_port = api_port or free_port()
         self.sandbox_port = sandbox_port or free_port()
@@ -125,28 +145,47 @@ class Stack:
     def sandbox_url(self):
         return f"http://127.0.0.1:{self.sandbox_port}"
 
+    @property
+    def sandbox_state(self):
+        return self.workdir / "sandbox-state.json"
+
     def _spawn(self, name, command, env):
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")
+        log = open(self.logs / f"{name}.log", "wb")  # this run's log only: its restarts, its errors
         self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
         return self.processes[name]
 
     def start(self):
+        try:
+            return self._start()
+        except BaseException:  # a part that failed to come up: stop the parts that did
+            self.stop()
+            raise
+
+    def _start(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.keep_state:
+            # The moto server starts empty: trades and notifications of a previous run would be
+            # retried against orders that no longer exist.
+            self.sandbox_state.unlink(missing_ok=True)
         self.moto.start()
         aws = aws_environment(self.moto.url)
+        # In-process clients (the shop, tests calling the service layer) reach this moto server;
+        # stop() puts back what was there, so a second stack never leaves a dead endpoint behind.
+        self._replaced_env = {name: os.environ.get(name) for name in aws}
         os.environ.update(aws)
         base_env = dict(os.environ, **aws, PYTHONUNBUFFERED="1")
         sandbox = self._spawn("sandbox", [sys.executable, "-m", "sandbox", "serve", "--port", str(self.sandbox_port),
-                                          "--state", str(self.workdir / "sandbox-state.json"),
+                                          "--state", str(self.sandbox_state),
                                           "--time-factor", str(self.time_factor)], base_env)
         wait_until_up(self.sandbox_url + "/sandbox/alipay_public_key", sandbox)
         self.env = self.provision(base_env)
         chalice = str(pathlib.Path(sys.executable).parent / "chalice")
-        # No auto-reload: chalice local restarts on any file write under the project (traps.md).
-        api = self._spawn("chalice", [chalice, "local", "--no-autoreload", "--stage", "local", "--host", "127.0.0.1",
-                                      "--port", str(self.api_port)], self.env)
+        command = [chalice, "local", "--stage", "local", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        # With auto-reload on, a .pyc written under the project would count as a code change too.
+        env = dict(self.env, PYTHONDONTWRITEBYTECODE="1") if self.reload else self.env
+        api = self._spawn("chalice", command + ([] if self.reload else ["--no-autoreload"]), env)
         wait_until_up(self.api_url + "/health", api, timeout=60)
         # The reconcile and poll workers as Lambda runs them, and the scheduled pass (README).
         self._spawn("workers", [sys.executable, "sqsdrain.py"], self.env)
@@ -197,7 +236,7 @@ class Stack:
 
         from chalicelib import store
         from chalicelib.alipay import keys
-        table, secret_id = "alipay-orders", "alipay/merchant"
+        table, secret_id = self.table, self.secret_id
         store.ensure_table(boto3.client("dynamodb", endpoint_url=self.moto.url), table)
         sqs = boto3.client("sqs", endpoint_url=self.moto.url)
         for queue in ("chalice-alipay-reconcile", "chalice-alipay-poll"):
@@ -234,10 +273,11 @@ class Stack:
             sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(secret))
         http_json(self.sandbox_url + "/sandbox/partners", {"partner": PARTNER, "md5_key": self.md5_key})
         gateway = self.sandbox_url + "/gateway.do"
-        return dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
-                    ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url,
-                    RETURN_REDIRECT_URL=self.shop_url + "/result", GATEWAY_READ_TIMEOUT_SECONDS="2",
-                    **self.extra_env)
+        env = dict(base_env, ORDERS_TABLE=table, ALIPAY_SECRET_ID=secret_id, ALIPAY_GATEWAY=gateway,
+                   ALIPAY_MAPI_GATEWAY=gateway, PUBLIC_BASE_URL=self.api_url,
+                   RETURN_REDIRECT_URL=self.shop_url + "/result", GATEWAY_READ_TIMEOUT_SECONDS="2")
+        env.update(self.extra_env)  # may replace any of the above (an empty RETURN_REDIRECT_URL, say)
+        return env
 
     def stop(self):
         for process in self.processes.values():
@@ -255,6 +295,11 @@ class Stack:
         if self.fulfilment:
             self.fulfilment.stop()
         self.moto.stop()
+        for name, value in self._replaced_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def kms_app_key(moto_url, alias="alias/chalice-alipay-local"):
@@ -278,20 +323,28 @@ def main(argv=None):
     parser.add_argument("--sandbox-port", type=int, default=int(os.environ.get("SANDBOX_PORT", 8001)))
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", 5005)))
     parser.add_argument("--shop-port", type=int, default=int(os.environ.get("SHOP_PORT", 8002)))
-    parser.add_argument("--workdir", default=str(ROOT / "run"))
+    parser.add_argument("--workdir", default=str(default_run_dir()), help="logs and sandbox state (RUN_DIR)")
     parser.add_argument("--time-factor", type=float, default=0.01, help="Alipay's retry schedule scaled")
     parser.add_argument("--cert-mode", action="store_true", default=os.environ.get("CERT_MODE", "") not in ("", "0"),
                         help="Alipay's certificate mode (also: make run CERT_MODE=1)")
     parser.add_argument("--signer", choices=("local", "kms"), default=os.environ.get("SIGNER", "local"),
                         help="where the app key lives: in the secret, or in (moto's) KMS; env SIGNER")
+    parser.add_argument("--keep-state", action="store_true", default=bool(os.environ.get("KEEP_STATE")),
+                        help="keep the sandbox's trades and notifications of the previous run (KEEP_STATE=1)")
+    parser.add_argument("--reload", action="store_true", default=bool(os.environ.get("RELOAD")),
+                        help="restart the API when a file under the project changes (RELOAD=1)")
     args = parser.parse_args(argv)
+    if args.reload:  # a .pyc this process writes under the project later would restart the API too
+        sys.dont_write_bytecode = True
     stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor,
-                  cert_mode=args.cert_mode, signer=args.signer)
+                  cert_mode=args.cert_mode, signer=args.signer, keep_state=args.keep_state, reload=args.reload)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.start()
         print(f"""
 chalice-alipay local stack is up (logs: {stack.logs}/)
+  sandbox state {"kept from the last run" if stack.keep_state else "fresh"}; API auto-reload \
+{"on: any file written under the project restarts it" if stack.reload else "off: restart make run after a code change"}
 
   Demo shop            {stack.shop_url}/
   API (chalice local)  {stack.api_url}
@@ -299,6 +352,7 @@ chalice-alipay local stack is up (logs: {stack.logs}/)
   AWS (moto server)    {stack.moto.url}
   Alipay signing       {"certificate mode" if stack.cert_mode else "public key mode"}
   Order events         bus {stack.EVENT_BUS} -> SQS {stack.orders_queue_url} (publisher log: {stack.logs}/publisher.log)
+  API reference        {stack.api_url}/openapi.yaml
   API token            {stack.token}
   App key              {"in KMS (moto), alias/chalice-alipay-local" if stack.signer == "kms" else "in the secret"}
 

@@ -1,5 +1,5 @@
-"""Admin commands: create-table, put-secret, keygen, kms-keygen, token, check, reconcile, migrate-due,
-publish-events.
+"""Admin commands: create-table, put-secret, secret-from-files, keygen, kms-keygen, token, check,
+reconcile, migrate-due, publish-events.
 
 They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
@@ -209,6 +209,94 @@ def migrate_due(args):
     return 0
 
 
+def secret_from_files(args):
+    """The secret's JSON from key files, so that nobody escapes a PEM's newlines by hand."""
+    from chalicelib.merchant import MerchantConfigError, parse_secret
+
+    def text(path):
+        return pathlib.Path(path).read_text(encoding="utf-8").strip()
+
+    secret = {"app_id": args.app_id, "app_private_key": text(args.app_private_key),
+              "alipay_public_key": [text(path) for path in args.alipay_public_key],
+              "sign_type": args.sign_type, "api_tokens": [value.strip().lower() for value in args.token_hash]}
+    if len(secret["alipay_public_key"]) == 1:
+        secret["alipay_public_key"] = secret["alipay_public_key"][0]
+    optional = {"seller_id": args.seller_id, "partner": args.partner, "md5_key": args.md5_key,
+                "aes_key": args.aes_key, "app_cert": args.app_cert and text(args.app_cert),
+                "alipay_cert": args.alipay_cert and text(args.alipay_cert),
+                "alipay_root_cert": args.alipay_root_cert and text(args.alipay_root_cert)}
+    secret.update({name: value for name, value in optional.items() if value})
+    document = json.dumps(secret, indent=2) + "\n"
+    try:
+        parse_secret(document)
+    except MerchantConfigError as error:
+        for reason in error.reasons:
+            print(f"invalid secret: {reason}", file=sys.stderr)
+        return 1
+    if args.out == "-":
+        sys.stdout.write(document)
+        return 0
+    out = pathlib.Path(args.out)
+    out.touch(mode=0o600)  # it holds the private key: readable by its owner only, before a byte is written
+    out.chmod(0o600)  # also when it existed already
+    out.write_text(document, encoding="utf-8")
+    print(f"wrote {out} (keep it out of git); next: .venv/bin/python manage.py put-secret --file {out}")
+    return 0
+
+
+def add_secret_from_files(commands):
+    build = commands.add_parser("secret-from-files", help="write the secret's JSON from key files (no PEM escaping)")
+    build.add_argument("--app-id", required=True, help="the app's id in Alipay's console, e.g. 2021000000000000")
+    build.add_argument("--app-private-key", required=True, metavar="FILE", help="e.g. keys/app_private_key.pem")
+    build.add_argument("--alipay-public-key", required=True, metavar="FILE", action="append",
+                       help="Alipay's public key (支付宝公钥) as the console shows it; twice while Alipay rotates it")
+    build.add_argument("--token-hash", required=True, action="append", metavar="SHA256",
+                       help="the sha256 that `manage.py token` printed; repeat for more tokens")
+    build.add_argument("--seller-id", help="2088...: every notification must name it")
+    build.add_argument("--sign-type", default="RSA2", choices=["RSA2", "RSA"])
+    build.add_argument("--partner", help="legacy gateway only, with --md5-key")
+    build.add_argument("--md5-key", help="legacy gateway only, with --partner")
+    build.add_argument("--app-cert", metavar="FILE", help="cert mode, with --alipay-cert and --alipay-root-cert")
+    build.add_argument("--alipay-cert", metavar="FILE")
+    build.add_argument("--alipay-root-cert", metavar="FILE")
+    build.add_argument("--aes-key", help="base64 AES key, to encrypt biz_content")
+    build.add_argument("--out", default="secret.json", help="where to write it ('-': standard output)")
+    build.set_defaults(run=secret_from_files)
+
+
+NO_REGION = ("no AWS region is set: export AWS_DEFAULT_REGION (for example ap-southeast-1), "
+             "or set region in ~/.aws/config")
+# Asked for a region before they start, so that each says the same sentence, whatever it catches itself.
+NEEDS_AWS = {"create-table", "put-secret", "check", "reconcile"}
+
+
+def run_readably(args):
+    """Run a command; an expected failure (no region, no credentials, AWS unreachable or refusing,
+    a missing file) is a sentence on stderr and exit 1, not a traceback."""
+    import boto3
+    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError,
+                                     PartialCredentialsError)
+    if args.command in NEEDS_AWS and not boto3.session.Session().region_name:
+        print(f"{args.command}: {NO_REGION}", file=sys.stderr)
+        return 1
+    try:
+        return args.run(args)
+    except NoRegionError:
+        reason = NO_REGION
+    except (NoCredentialsError, PartialCredentialsError):
+        reason = ("no AWS credentials: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
+                  "(against a local moto server any values do, with AWS_ENDPOINT_URL pointing at it)")
+    except EndpointConnectionError as error:
+        reason = f"cannot reach AWS at {error.kwargs.get('endpoint_url')}: is it running, is AWS_ENDPOINT_URL right?"
+    except ClientError as error:
+        detail = error.response.get("Error", {})
+        reason = f"AWS refused {error.operation_name}: {detail.get('Code')}: {detail.get('Message')}"
+    except OSError as error:
+        reason = f"{error.strerror}: {error.filename}" if error.filename else str(error)
+    print(f"{args.command}: {reason}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -234,8 +322,9 @@ def main(argv=None):
     pub.add_argument("--follow", action="store_true", help="keep publishing new records until Ctrl-C")
     pub.add_argument("--poll", type=float, default=0.5, help="seconds between reads when following")
     pub.set_defaults(run=publish_events)
+    add_secret_from_files(commands)
     args = parser.parse_args(argv)
-    return args.run(args)
+    return run_readably(args)
 
 
 if __name__ == "__main__":

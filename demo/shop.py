@@ -1,37 +1,56 @@
 """The demo shop: pick an item, pay on PC or H5, land on a result page that polls the order.
 
-It is a merchant backend in miniature: it holds the API token server-side, creates the order
-through the API, hands the browser Alipay's auto-submitting form, and shows the order's status
-as the API reports it (the notification may arrive after the browser comes back).
+It is a merchant backend in miniature: it holds the API token server-side, names its own orders,
+creates them through the API, hands the browser Alipay's auto-submitting form, and shows the
+order's status as the API reports it (the notification may arrive after the browser comes back).
+The HTML is in demo/pages.py.
 """
-import html
+import datetime
 import json
+import re
+import secrets
 
 import urllib3
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-ITEMS = {"tea": ("Longjing tea, 250 g", "88.80"), "cup": ("Celadon cup", "36.00"), "fan": ("Paper fan", "0.01")}
-FINAL = ("TRADE_SUCCESS", "TRADE_FINISHED", "TRADE_CLOSED")
+from demo import pages
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>{title}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}
-.item{{margin:.5em 0}} #status{{font-weight:bold}}</style></head><body>{body}</body></html>"""
+
+def _art(body):
+    return f'<svg viewBox="0 0 160 120" aria-hidden="true">{body}</svg>'
+
+
+ITEMS = {
+    "tea": {"zh": "西湖龙井 250 克", "en": "West Lake Longjing tea, 250 g", "price": "88.80",
+            "art": _art('<ellipse cx="80" cy="64" rx="46" ry="22" fill="#6aa84f"/><path d="M40 64q40-40 80 0" '
+                        'stroke="#3d7a2a" stroke-width="4" fill="none"/>')},
+    "cup": {"zh": "青瓷茶杯", "en": "Celadon tea cup", "price": "36.00",
+            "art": _art('<path d="M48 40h64l-8 50a10 10 0 0 1-10 8H66a10 10 0 0 1-10-8z" fill="#9fc5b8"/>'
+                        '<ellipse cx="80" cy="40" rx="32" ry="7" fill="#cfe3dc"/>')},
+    "fan": {"zh": "檀香折扇", "en": "Sandalwood folding fan", "price": "0.01",
+            "art": _art('<path d="M80 100L30 40a70 70 0 0 1 100 0z" fill="#e6b36a"/><path d="M80 100L55 32M80 100'
+                        'V28M80 100l25-68" stroke="#a8743a" stroke-width="3"/>')},
+}
+# Phones get Alipay's H5 cashier (it can hand over to the Alipay app): a user agent naming a phone.
+PHONE = re.compile(r"Mobile|Android|iPhone|iPod|HarmonyOS", re.I)
 
 
 class Shop:
     def __init__(self, api_url, token):
         self.api_url, self.token = api_url.rstrip("/"), token
-        self.http = urllib3.PoolManager()
+        self.http = urllib3.PoolManager(maxsize=8)
         self.urls = Map([Rule("/", endpoint="index"), Rule("/buy", endpoint="buy", methods=["POST"]),
-                         Rule("/result", endpoint="result"), Rule("/api/orders/<no>", endpoint="order")])
+                         Rule("/result", endpoint="result"), Rule("/cancel", endpoint="cancel"),
+                         Rule("/api/orders/<no>", endpoint="order"),
+                         Rule("/favicon.svg", endpoint="favicon"), Rule("/favicon.ico", endpoint="favicon")])
 
     def __call__(self, environ, start_response):
         request = Request(environ)
         try:
             endpoint, values = self.urls.bind_to_environ(environ).match()
-        except HTTPException as error:  # a favicon, say
+        except HTTPException as error:
             return error(environ, start_response)
         return getattr(self, "on_" + endpoint)(request, **values)(environ, start_response)
 
@@ -41,51 +60,37 @@ class Shop:
                                               "Content-Type": "application/json"}, timeout=10)
         return response.status, json.loads(response.data)
 
+    @staticmethod
+    def _html(text, status=200):
+        return Response(text, status=status, mimetype="text/html")
+
     def on_index(self, request):
-        items = "".join(
-            f'<div class="item"><label><input type="radio" name="item" value="{key}" id="item-{key}"'
-            f'{" checked" if key == "tea" else ""}> {html.escape(name)}: ¥{price}</label></div>'
-            for key, (name, price) in ITEMS.items())
-        body = (f'<h1>Demo shop</h1><form method="post" action="/buy">{items}'
-                '<p><label><input type="radio" name="channel" value="page" id="channel-page" checked> PC</label> '
-                '<label><input type="radio" name="channel" value="wap" id="channel-wap"> H5 (mobile)</label></p>'
-                '<button id="buy" type="submit">Pay with Alipay</button></form>')
-        return Response(PAGE.format(title="Demo shop", body=body), mimetype="text/html")
+        return self._html(pages.index(ITEMS, mobile=bool(PHONE.search(request.user_agent.string or ""))))
 
     def on_buy(self, request):
-        name, price = ITEMS.get(request.form.get("item"), ITEMS["tea"])
+        item = ITEMS.get(request.form.get("item"), ITEMS["tea"])
         product = "wap" if request.form.get("channel") == "wap" else "page"
-        order = {"product": product, "subject": name, "total_amount": price}
+        # The merchant names its orders, so the H5 cashier's way back can name this one.
+        out_trade_no = datetime.datetime.now().strftime("DEMO%Y%m%d%H%M%S") + secrets.token_hex(4).upper()
+        order = {"product": product, "subject": f'{item["zh"]} · {item["en"]}', "total_amount": item["price"],
+                 "out_trade_no": out_trade_no}
         if product == "wap":
-            order["quit_url"] = request.host_url.rstrip("/") + "/"
+            order["quit_url"] = f"{request.host_url.rstrip('/')}/cancel?out_trade_no={out_trade_no}"
         status, answer = self._api("POST", "/orders", order)
         if status != 201:
-            return Response(PAGE.format(title="Error", body=f"<pre id=error>{html.escape(json.dumps(answer))}</pre>"),
-                            status=502, mimetype="text/html")
-        # Alipay's auto-submitting form takes the browser to the cashier.
-        body = f'<p>Taking you to Alipay… order <code id="out_trade_no">{answer["out_trade_no"]}</code></p>' \
-               + answer["payment"]["form"]
-        return Response(PAGE.format(title="Redirecting to Alipay", body=body), mimetype="text/html")
+            message = answer.get("error", {}).get("message") if isinstance(answer, dict) else None
+            return self._html(pages.failure(message or json.dumps(answer)), status=502)
+        return self._html(pages.redirecting(answer["out_trade_no"], answer["payment"]["form"]))
 
     def on_result(self, request):
-        no = request.args.get("out_trade_no", "")
-        body = (f'<h1>Your order</h1><p>Order <code id="out_trade_no">{html.escape(no)}</code>: '
-                '<span id="status">checking…</span></p><p id="note"></p>'
-                "<script>\n"
-                f"const no = {json.dumps(no)}; const finalStates = {json.dumps(FINAL)}; let tries = 0;\n"
-                "async function poll() {\n"
-                "  tries += 1;\n"
-                "  const r = await fetch('/api/orders/' + encodeURIComponent(no));\n"
-                "  const order = r.ok ? await r.json() : {status: 'UNKNOWN'};\n"
-                "  document.getElementById('status').textContent = order.status;\n"
-                "  if (finalStates.includes(order.status)) {\n"
-                "    document.getElementById('status').dataset.final = 'yes';\n"
-                "    document.getElementById('note').textContent = order.status === 'TRADE_CLOSED' ? 'Closed.' : 'Paid, thank you!';\n"
-                "  } else if (tries < 60) { setTimeout(poll, 500); }\n"
-                "  else { document.getElementById('note').textContent = 'Still waiting for Alipay.'; }\n"
-                "}\npoll();\n</script>")
-        return Response(PAGE.format(title="Your order", body=body), mimetype="text/html")
+        return self._html(pages.result(request.args.get("out_trade_no", "")))
+
+    def on_cancel(self, request):
+        return self._html(pages.cancelled(request.args.get("out_trade_no", "")))
 
     def on_order(self, request, no):
         status, answer = self._api("GET", f"/orders/{no}")
         return Response(json.dumps(answer), status=status, mimetype="application/json")
+
+    def on_favicon(self, request):
+        return Response(pages.FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "max-age=86400"})

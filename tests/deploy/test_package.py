@@ -234,3 +234,9 @@ def test_order_events_stream_bus_dead_letters_and_narrow_permissions(packaged, s
     mappings = [r["Properties"] for r in cfn.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
                 and r["Properties"]["FunctionName"] == {"Ref": "PublishEvents"}]
     assert len(mappings) == 1 and mappings[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_deployment_package_carries_the_api_reference(packaged):
+    # GET /openapi.yaml reads it next to app.py: in Lambda only app.py, chalicelib/ and vendor/ exist.
+    names = zipfile.ZipFile(packaged[0]["prod"] / "deployment.zip").namelist()
+    assert "chalicelib/openapi.yaml" in names

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from tests.e2e.conftest import Api
-from tests.e2e.test_make_run import ROOT, local_stack, make_run
+from tests.e2e.stacks import ROOT, local_stack, make_run
 
 PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
 KMS_BANNER = "App key              in KMS (moto), alias/chalice-alipay-local"
