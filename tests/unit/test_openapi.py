@@ -13,7 +13,7 @@ import app as application
 from chalicelib import errors
 from chalicelib.alipay.errors import InvalidAmount
 from chalicelib.alipay.money import parse_amount
-from chalicelib.service import timeout_seconds
+from chalicelib.service.create import timeout_seconds
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "chalicelib" / "openapi.yaml"
