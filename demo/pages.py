@@ -85,6 +85,21 @@ def index(items, mobile):
     return page("茶铺 Tea House", body)
 
 
+def pos(items):
+    """The point of sale: the cashier picks the item and scans (or types) the buyer's payment code."""
+    options = "".join(f'<option value="{key}">{html.escape(item["zh"])} · {html.escape(item["en"])} '
+                      f'¥{item["price"]}</option>' for key, item in items.items())
+    body = ('<div class="box"><h1>收银台 <span class="en">Point of sale</span></h1>'
+            '<p class="sub">扫描顾客的付款码。Scan the buyer\'s Alipay payment code (the sandbox\'s test codes: '
+            '2800… paid, 2810005… confirming 5 s, 2840… balance too low).</p>'
+            f'<form method="post" action="/pos/charge"><p><select name="item" id="item">{options}</select></p>'
+            '<p><input name="auth_code" id="auth_code" inputmode="numeric" autocomplete="off" autofocus '
+            'placeholder="付款码 Payment code" pattern="[0-9]{16,24}" required></p>'
+            '<div class="actions"><button id="charge" class="btn" type="submit">收款 · Charge</button></div>'
+            '</form></div>')
+    return page("收银台 Point of sale", body)
+
+
 def redirecting(out_trade_no, form):
     body = ('<div class="box"><div class="icon wait">⋯</div><h1>正在前往支付宝</h1><p class="sub">Taking you to Alipay… '
             f'订单 Order <code id="out_trade_no">{html.escape(out_trade_no)}</code></p>{form}'
@@ -107,7 +122,8 @@ def result(out_trade_no):
     body = f"""<div class="box"><div class="icon wait" id="icon">⋯</div><h1 id="headline">正在确认支付结果</h1>
 <p class="sub" id="status">Checking with Alipay…</p>
 <dl><dt>商品 Item</dt><dd id="subject">…</dd><dt>金额 Amount</dt><dd id="amount" class="amount">…</dd>
-<dt>订单号 Order</dt><dd><code id="out_trade_no">{html.escape(out_trade_no)}</code></dd></dl>
+<dt>订单号 Order</dt><dd><code id="out_trade_no">{html.escape(out_trade_no)}</code></dd>
+<dt>配送 Delivery</dt><dd id="fulfilment">—</dd></dl>
 <p class="note" id="note">支付结果以支付宝通知为准，可能需要几秒钟。The status comes from Alipay's notification.</p>
 <div class="actions"><a class="btn" id="back-to-shop" href="/">返回商店 · Back to the shop</a></div></div>
 <script>
@@ -141,11 +157,27 @@ async function poll() {{
       document.getElementById("subject").textContent = document.getElementById("amount").textContent = "—";
       return finish("请从商店重新下单。Please order again from the shop.");
     }}
-    if (r.ok && show(await r.json())) return finish("谢谢惠顾！Thank you.");
+    if (r.ok) {{
+      const order = await r.json();
+      if (show(order)) {{
+        finish("谢谢惠顾！Thank you.");
+        if (order.status === "TRADE_SUCCESS" || order.status === "TRADE_FINISHED") return delivery(0);
+        return;
+      }}
+    }}
   }} catch (error) {{ /* the shop was unreachable for a moment: ask again */ }}
   if (tries < 120) setTimeout(poll, Math.min(500 * tries, 3000));
   else document.getElementById("note").textContent =
       "仍在等待支付宝的通知，稍后刷新本页。Still waiting for Alipay: reload this page in a while.";
+}}
+async function delivery(asked) {{
+  // The shop ships when the order.paid event reaches its queue (order events, EventBridge).
+  try {{
+    const f = await (await fetch("/fulfilment/" + encodeURIComponent(no))).json();
+    document.getElementById("fulfilment").textContent = f.shipped ? "已发货 Shipped" : "备货中 Preparing";
+    if (f.shipped) return;
+  }} catch (error) {{ /* ask again */ }}
+  if (asked < 60) setTimeout(() => delivery(asked + 1), 500);
 }}
 poll();
 </script>"""

@@ -1,4 +1,5 @@
-"""The demo shop: pick an item, pay on PC or H5, land on a result page that polls the order.
+"""The demo shop: pick an item, pay on PC or H5 (or at the point of sale, /pos, with the buyer's
+payment code), land on a result page that polls the order.
 
 It is a merchant backend in miniature: it holds the API token server-side, names its own orders,
 creates them through the API, hands the browser Alipay's auto-submitting form, and shows the
@@ -44,6 +45,7 @@ class Shop:
         self.urls = Map([Rule("/", endpoint="index"), Rule("/buy", endpoint="buy", methods=["POST"]),
                          Rule("/result", endpoint="result"), Rule("/cancel", endpoint="cancel"),
                          Rule("/api/orders/<no>", endpoint="order"),
+                         Rule("/pos", endpoint="pos"), Rule("/pos/charge", endpoint="charge", methods=["POST"]),
                          Rule("/favicon.svg", endpoint="favicon"), Rule("/favicon.ico", endpoint="favicon")])
 
     def __call__(self, environ, start_response):
@@ -81,6 +83,24 @@ class Shop:
             message = answer.get("error", {}).get("message") if isinstance(answer, dict) else None
             return self._html(pages.failure(message or json.dumps(answer)), status=502)
         return self._html(pages.redirecting(answer["out_trade_no"], answer["payment"]["form"]))
+
+    def on_pos(self, request):
+        return self._html(pages.pos(ITEMS))
+
+    def on_charge(self, request):
+        """The point of sale: the buyer's payment code, scanned or typed, charged at once (barcode).
+        Paid or still confirming, the result page follows the order; a decline says why."""
+        item = ITEMS.get(request.form.get("item"), ITEMS["tea"])
+        out_trade_no = datetime.datetime.now().strftime("DEMOPOS%Y%m%d%H%M%S") + secrets.token_hex(4).upper()
+        status, answer = self._api("POST", "/orders", {
+            "product": "barcode", "subject": f'{item["zh"]} · {item["en"]}', "total_amount": item["price"],
+            "out_trade_no": out_trade_no, "auth_code": request.form.get("auth_code", "").strip(),
+            "store_id": "DEMO", "terminal_id": "POS-1"})
+        if status in (200, 201, 202):
+            return Response(status=303, headers={"Location": f"/result?out_trade_no={out_trade_no}"})
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        reason = " ".join(part for part in (error.get("sub_msg"), error.get("sub_code")) if part)
+        return self._html(pages.failure(reason or error.get("message") or json.dumps(answer)), status=status)
 
     def on_result(self, request):
         return self._html(pages.result(request.args.get("out_trade_no", "")))

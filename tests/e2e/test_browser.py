@@ -115,11 +115,35 @@ def test_buy_pay_and_read_the_result_in_words(tab, stack, api):
     assert page.inner_text("#headline") == "支付成功" and page.inner_text("#status") == "Paid, thank you!"
     assert "Longjing" in page.inner_text("#subject") and page.inner_text("#amount") == "¥88.80"
     assert page.inner_text("#out_trade_no") == no
+    # The order.paid event went stream -> EventBridge -> the shop's queue, and the shop shipped it.
+    page.wait_for_selector("#fulfilment:has-text('Shipped')", timeout=20000)
     tab.shot("result")
     order = api.order(no)
     assert order["status"] == "TRADE_SUCCESS" and order["product"] == ("wap" if tab.size == "phone" else "page")
     page.click("#back-to-shop")
     page.wait_for_selector("#buy")
+
+
+def test_the_point_of_sale_charges_a_scanned_code_and_watches_it_settle(tab, stack, api):
+    """In-store barcode payments: paid at once, and a buyer confirming for 5 s (202, then the fast
+    lane's polling finds it paid); a declined code says why. The sandbox's test codes choose."""
+    page = tab.page
+    for code in ("280000000000000001", "281000500000000002"):
+        page.goto(stack.shop_url + "/pos")
+        page.fill("#auth_code", code)
+        page.click("#charge")
+        page.wait_for_url(re.compile(re.escape(stack.shop_url) + r"/result\?out_trade_no=DEMOPOS"))
+        page.wait_for_selector("#status[data-final=yes]", timeout=40000)
+        assert page.get_attribute("#status", "data-status") == "TRADE_SUCCESS"
+        no = page.inner_text("#out_trade_no")
+        assert api.order(no)["product"] == "barcode"
+    tab.shot("pos-result")
+    page.goto(stack.shop_url + "/pos")
+    tab.shot("pos")
+    page.fill("#auth_code", "284000000000000003")
+    page.click("#charge")
+    page.wait_for_selector("#error")
+    assert "ACQ.BUYER_BALANCE_NOT_ENOUGH" in page.inner_text("#error")
 
 
 def test_the_page_taking_the_buyer_to_alipay(browser, stack, request):
