@@ -1,42 +1,70 @@
 """Environment -> Settings, with the contract's defaults. Read when needed, never at import:
 the Chalice test client and `chalice local` set the stage's environment per request."""
 import os
-from dataclasses import dataclass
-from typing import Optional
+from functools import cached_property
 
 
-@dataclass(frozen=True)
 class Settings:
-    orders_table: str
-    secret_id: str
-    gateway: str
-    mapi_gateway: str
-    public_base_url: Optional[str]
-    notify_url: Optional[str]
-    return_redirect_url: Optional[str]
-    secret_ttl_seconds: int
-    gateway_read_timeout: float
-    reconcile_queue: str
-    poll_queue: str
-    event_bus_name: str
+    """The contract's settings over an environment, each read when first asked for: a request
+    reads only what it uses (a refused notification needs two of them), once."""
+
+    def __init__(self, env):
+        self._env = env
+
+    def _text(self, name, default=None):
+        return self._env.get(name) or default
+
+    @cached_property
+    def orders_table(self):
+        return self._text("ORDERS_TABLE", "alipay-orders")
+
+    @cached_property
+    def secret_id(self):
+        return self._text("ALIPAY_SECRET_ID", "alipay/merchant")
+
+    @cached_property
+    def gateway(self):
+        return self._text("ALIPAY_GATEWAY", "https://openapi.alipay.com/gateway.do")
+
+    @cached_property
+    def mapi_gateway(self):
+        return self._text("ALIPAY_MAPI_GATEWAY", "https://mapi.alipay.com/gateway.do")
+
+    @cached_property
+    def public_base_url(self):
+        return (self._text("PUBLIC_BASE_URL") or "").rstrip("/") or None
+
+    @cached_property
+    def notify_url(self):
+        return self._text("NOTIFY_URL")
+
+    @cached_property
+    def return_redirect_url(self):
+        return self._text("RETURN_REDIRECT_URL")
+
+    @cached_property
+    def secret_ttl_seconds(self):
+        return int(self._text("SECRET_TTL_SECONDS", 300))
+
+    @cached_property
+    def gateway_read_timeout(self):
+        return float(self._text("GATEWAY_READ_TIMEOUT_SECONDS", 8))
+
+    @cached_property
+    def reconcile_queue(self):
+        return reconcile_queue(self._env)
+
+    @cached_property
+    def poll_queue(self):
+        return poll_queue(self._env)
+
+    @cached_property
+    def event_bus_name(self):
+        return self._text("EVENT_BUS_NAME", "chalice-alipay")
 
 
 def load(env=None):
-    env = os.environ if env is None else env
-    return Settings(
-        orders_table=env.get("ORDERS_TABLE") or "alipay-orders",
-        secret_id=env.get("ALIPAY_SECRET_ID") or "alipay/merchant",
-        gateway=env.get("ALIPAY_GATEWAY") or "https://openapi.alipay.com/gateway.do",
-        mapi_gateway=env.get("ALIPAY_MAPI_GATEWAY") or "https://mapi.alipay.com/gateway.do",
-        public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
-        notify_url=env.get("NOTIFY_URL") or None,
-        return_redirect_url=env.get("RETURN_REDIRECT_URL") or None,
-        secret_ttl_seconds=int(env.get("SECRET_TTL_SECONDS") or 300),
-        gateway_read_timeout=float(env.get("GATEWAY_READ_TIMEOUT_SECONDS") or 8),
-        reconcile_queue=reconcile_queue(env),
-        poll_queue=poll_queue(env),
-        event_bus_name=env.get("EVENT_BUS_NAME") or "chalice-alipay",
-    )
+    return Settings(os.environ if env is None else env)
 
 
 # The SQS queues' names, also read when app.py is imported: Chalice's on_sqs_message takes the

@@ -74,11 +74,48 @@ _deserializer = TypeDeserializer()
 
 
 def _dump(item):
-    return {key: _serializer.serialize(value) for key, value in item.items() if value is not None}
+    return {key: _attribute(value) for key, value in item.items() if value is not None}
 
 
 def _load(item):
-    return {key: _deserializer.deserialize(value) for key, value in item.items()}
+    return {key: _value(value) for key, value in item.items()}
+
+
+def _attribute(value):
+    """A value as a DynamoDB attribute, for the types we store; boto3's TypeSerializer (five times
+    slower, on every write) for anything else, and for its errors (a float is refused)."""
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is bool:
+        return {"BOOL": value}
+    if kind is int or kind is Decimal:
+        return {"N": str(value)} if kind is int or value.is_finite() else _serializer.serialize(value)
+    if kind is dict:
+        return {"M": {key: _attribute(item) for key, item in value.items()}}
+    if kind is list:
+        return {"L": [_attribute(item) for item in value]}
+    if value is None:
+        return {"NULL": True}
+    return _serializer.serialize(value)
+
+
+def _value(attribute):
+    """The inverse of _attribute: numbers come back as Decimal, as boto3's deserializer gives them."""
+    (kind, value), = attribute.items()
+    if kind == "S":
+        return value
+    if kind == "N":
+        return Decimal(value)
+    if kind == "M":
+        return {key: _value(item) for key, item in value.items()}
+    if kind == "L":
+        return [_value(item) for item in value]
+    if kind == "BOOL":
+        return value
+    if kind == "NULL":
+        return None
+    return _deserializer.deserialize(attribute)
 
 
 def order_key(out_trade_no):

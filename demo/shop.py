@@ -100,7 +100,8 @@ class Shop:
             return Response(status=303, headers={"Location": f"/result?out_trade_no={out_trade_no}"})
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
         reason = " ".join(part for part in (error.get("sub_msg"), error.get("sub_code")) if part)
-        return self._html(pages.failure(reason or error.get("message") or json.dumps(answer)), status=status)
+        # Shown, not failed: a declined code is an everyday answer at a till (the page says why).
+        return self._html(pages.failure(reason or error.get("message") or json.dumps(answer)))
 
     def on_result(self, request):
         return self._html(pages.result(request.args.get("out_trade_no", "")))

@@ -15,6 +15,7 @@ import datetime
 import json
 import logging
 import threading
+from functools import cached_property
 
 import boto3
 from botocore.config import Config
@@ -102,7 +103,10 @@ class Context:
         self.settings = settings or settings_module.load()
         self.clock = clock
         self.time_left = time_left or (lambda: 25.0)  # seconds left in this invocation
-        self.store = OrderStore(backend.client("dynamodb"), self.settings.orders_table)
+
+    @cached_property
+    def store(self):
+        return OrderStore(self.backend.client("dynamodb"), self.settings.orders_table)
 
     def merchant(self):
         return self.backend.merchants.get(self.settings.secret_id, self.settings.secret_ttl_seconds)

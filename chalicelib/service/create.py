@@ -11,7 +11,7 @@ from chalicelib.alipay.errors import GatewayError, InvalidAmount, InvalidSignatu
 from chalicelib.alipay.money import format_amount, parse_amount
 from chalicelib.errors import GatewayFailure, IdempotencyConflict, InvalidRequest, NotSupported
 from chalicelib.service import barcode, iso, log_event, parse_iso
-from chalicelib.service.inputs import checked_text
+from chalicelib.service.inputs import checked_text, no_nulls
 from chalicelib.service.views import order_view
 from chalicelib.store import ConditionFailed, valid_out_trade_no
 
@@ -141,6 +141,7 @@ def expires_at(order):
 def validate_create(body):
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object", "body")
+    no_nulls(body)
     unknown = set(body) - _FIELDS
     if unknown:
         name = sorted(unknown)[0][:64]

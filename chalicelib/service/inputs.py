@@ -17,3 +17,10 @@ def checked_text(body, name, limit, required=False):
     if _CONTROL.search(value):
         raise InvalidRequest(f"{name} must not contain control characters", name)
     return value
+
+
+def no_nulls(body):
+    """An optional field is left out, never sent as null (a null is a client's mistake to hear of)."""
+    for name, value in body.items():
+        if value is None:
+            raise InvalidRequest(f"{name[:64]} must not be null: leave it out", name[:64] or "body")

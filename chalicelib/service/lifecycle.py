@@ -140,6 +140,9 @@ def app_result(ctx, out_trade_no, body):
     """Verify what the mobile SDK returned. Never marks the order paid."""
     if not isinstance(body, dict) or not isinstance(body.get("result"), str):
         raise InvalidRequest("result must be the SDK's result string, byte for byte", "result")
+    for name in ("resultStatus", "memo"):  # what the SDK returned beside result: text, when sent
+        if name in body and not isinstance(body[name], str):
+            raise InvalidRequest(f"{name} must be the SDK's string", name)
     order, _ = ctx.openapi_order(out_trade_no)
     merchant = ctx.merchant()
     reason = None

@@ -16,7 +16,7 @@ from chalicelib.alipay.money import format_amount, parse_amount, parse_reported_
 from chalicelib.errors import IdempotencyConflict, InvalidRequest, RefundNotAllowed, Unavailable
 from chalicelib.refunds import REFUND_FAILED, REFUND_PENDING, REFUND_SUCCESS
 from chalicelib.service import log_event
-from chalicelib.service.inputs import checked_text
+from chalicelib.service.inputs import checked_text, no_nulls
 from chalicelib.service.views import order_state, order_view, refund_view
 from chalicelib.store import ConditionFailed, valid_out_trade_no
 
@@ -216,6 +216,7 @@ def _amount_or_none(value):
 def validate_refund(body):
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object", "body")
+    no_nulls(body)
     unknown = set(body) - {"refund_amount", "out_request_no", "reason"}
     if unknown:
         name = sorted(unknown)[0][:64]

@@ -64,3 +64,4 @@ def test_likely_state_guesses_the_common_predecessor():
     assert orders.likely_state(report(TRADE_SUCCESS)).status == WAIT_BUYER_PAY
     assert orders.likely_state(report(TRADE_FINISHED)).status == TRADE_SUCCESS
     assert orders.likely_state(report(TRADE_CLOSED)).status == WAIT_BUYER_PAY
+
