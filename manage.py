@@ -1,4 +1,5 @@
-"""Admin commands: create-table, put-secret, keygen, kms-keygen, token, check, reconcile, migrate-due.
+"""Admin commands: create-table, put-secret, keygen, kms-keygen, token, check, reconcile, migrate-due,
+deploy-prepare, deploy-finish.
 
 They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
@@ -163,6 +164,32 @@ def migrate_due(args):
     return 0
 
 
+PROJECT_DIR = pathlib.Path(__file__).resolve().parent
+
+
+def deploy_prepare(args):
+    """Before `chalice deploy`: the table, the queues, the secret (no value), the names in the
+    stage's config (deploy/prepare.py)."""
+    from deploy import prepare
+    for line in prepare.prepare(args.stage, _client, args.project_dir):
+        print(line)
+    return 0
+
+
+def deploy_finish(args):
+    """After `chalice deploy`: the notify Function URL and its permissions, the event source
+    mappings' settings, the URLs (deploy/finish.py)."""
+    from deploy import finish
+    try:
+        lines = finish.finish(args.stage, _client, args.project_dir)
+    except finish.NotDeployed as error:
+        print(f"deploy-finish: {error}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +211,13 @@ def main(argv=None):
     mig = commands.add_parser("migrate-due", help="move orders of the old waiting index onto the due index")
     mig.add_argument("--start", default=None, help="resume from this key (JSON, as printed)")
     mig.set_defaults(run=migrate_due)
+    for name, run, help_text in (
+            ("deploy-prepare", deploy_prepare, "before `chalice deploy`: what the stage's functions need"),
+            ("deploy-finish", deploy_finish, "after `chalice deploy`: the notify Function URL, mapping settings, URLs")):
+        step = commands.add_parser(name, help=help_text)
+        step.add_argument("--stage", required=True, choices=("dev", "prod"))
+        step.add_argument("--project-dir", default=str(PROJECT_DIR), help="where .chalice/ is (default: here)")
+        step.set_defaults(run=run)
     args = parser.parse_args(argv)
     return args.run(args)
 

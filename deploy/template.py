@@ -10,32 +10,18 @@ schedule is not here: its Chalice decorator already makes it.
 import json
 import sys
 
-from chalicelib import store
-from deploy import policies
-
-
-def table_name(stage):
-    return f"alipay-orders-{stage}"
-
-
-def secret_name(stage):
-    return f"alipay/merchant-{stage}"
+from deploy import resources
+from deploy.resources import secret_name, table_name  # noqa: F401 (the names, for callers of the template)
 
 
 def merge_template(stage):
-    table = store.table_definition(table_name(stage))
     return {
         "Resources": {
             "OrdersTable": {
                 "Type": "AWS::DynamoDB::Table",
                 "DeletionPolicy": "Retain",  # orders are records of money: never deleted with the stack
                 "UpdateReplacePolicy": "Retain",
-                "Properties": dict(
-                    table,
-                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-                    SSESpecification={"SSEEnabled": True},
-                    TimeToLiveSpecification={"AttributeName": store.TTL_ATTRIBUTE, "Enabled": True},
-                ),
+                "Properties": table_properties(resources.table(stage)),
             },
             "MerchantSecret": {
                 "Type": "AWS::SecretsManager::Secret",
@@ -43,7 +29,7 @@ def merge_template(stage):
                 "UpdateReplacePolicy": "Retain",
                 "Properties": {
                     "Name": secret_name(stage),
-                    "Description": "chalice-alipay merchant keys: written by `python manage.py put-secret`",
+                    "Description": resources.SECRET_DESCRIPTION,
                 },
             },
             # SAM makes the URL and the permissions to call it (lambda:InvokeFunctionUrl and, as AWS
@@ -60,35 +46,38 @@ def merge_template(stage):
     }
 
 
-# queue kind -> (function, its timeout in seconds, receives before the dead-letter queue)
-WORKERS = {"reconcile": ("ReconcileWorker", 60, 5), "poll": ("PollWorker", 20, 3)}
+def table_properties(table):
+    properties = dict(table.definition,
+                      PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": table.point_in_time_recovery},
+                      SSESpecification={"SSEEnabled": table.kms_encrypted},
+                      TimeToLiveSpecification={"AttributeName": table.ttl_attribute, "Enabled": True})
+    if table.stream_view_type:  # CloudFormation has no StreamEnabled: a view type is the stream
+        properties["StreamSpecification"] = {"StreamViewType": table.stream_view_type}
+    return properties
+
+
+def _queue(queue):
+    properties = {"QueueName": queue.name}
+    if queue.visibility_timeout is not None:
+        properties["VisibilityTimeout"] = queue.visibility_timeout
+    if queue.retention_seconds is not None:
+        properties["MessageRetentionPeriod"] = queue.retention_seconds
+    if queue.dead_letter is not None:
+        properties["RedrivePolicy"] = {"deadLetterTargetArn": {"Fn::GetAtt": [queue.dead_letter.logical_id, "Arn"]},
+                                       "maxReceiveCount": queue.max_receives}
+    return {"Type": "AWS::SQS::Queue", "Properties": properties}
 
 
 def worker_resources(stage):
     """Each worker's queue and dead-letter queue, and what Chalice cannot set on its event source
-    mapping: partial batch failures reported (ReportBatchItemFailures) and the concurrency bounded
-    by the event source (MaximumConcurrency; reserved concurrency would throttle deliveries into
-    the dead-letter queue), so that Alipay's per-app rate limits hold."""
-    resources = {}
-    for kind, (function, timeout, receives) in WORKERS.items():
-        queue, dead = f"{kind.capitalize()}Queue", f"{kind.capitalize()}DeadLetters"
-        resources[dead] = {"Type": "AWS::SQS::Queue", "Properties": {
-            "QueueName": f"{policies.queue_name(kind, stage)}-dead", "MessageRetentionPeriod": 14 * 86400}}
-        resources[queue] = {"Type": "AWS::SQS::Queue", "Properties": {
-            "QueueName": policies.queue_name(kind, stage),
-            "VisibilityTimeout": 6 * timeout,  # at least the worker's timeout; AWS advises six times
-            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [dead, "Arn"]}, "maxReceiveCount": receives}}}
+    mapping (deploy/resources.py: partial batch failures, MaximumConcurrency)."""
+    found = {queue.logical_id: _queue(queue) for queue in resources.queues(stage)}
+    for worker in resources.workers(stage):
+        queue = worker.queue.logical_id
         # Chalice names the queue's ARN from its name; the function waits for the queue to exist.
-        mapping = {"FunctionResponseTypes": ["ReportBatchItemFailures"],
-                   "ScalingConfig": {"MaximumConcurrency": WORKER_CONCURRENCY}}
-        resources[function] = {"DependsOn": [queue],
-                               "Properties": {"Events": {f"{function}SqsEventSource": {"Properties": mapping}}}}
-    return resources
-
-
-# Workers at once per queue: each reconcile worker makes a few gateway calls a second, so five
-# stay far below Alipay's per-app rate limits. A setting of the template (edit and package again).
-WORKER_CONCURRENCY = 5
+        found[worker.logical_id] = {"DependsOn": [queue], "Properties": {"Events": {
+            f"{worker.logical_id}SqsEventSource": {"Properties": dict(worker.mapping)}}}}
+    return found
 
 
 if __name__ == "__main__":
