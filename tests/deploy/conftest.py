@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -57,21 +58,32 @@ def sam_transform(path):
 
 
 class Moto:
-    """A moto server (devstack's, behind its lock) and boto3 clients pointed at it."""
+    """A moto server in a process of its own (devstack's, behind its lock), and boto3 clients
+    pointed at it. Its own process: moto keeps its state per process, and the stages' fixed names
+    (alipay-orders-prod, ...) must not meet another module's."""
 
     def __init__(self):
-        from devstack import MotoServer, aws_environment
-        self.server = MotoServer().start()
-        self.environment = aws_environment(self.server.url)
+        from devstack import aws_environment, free_port, wait_until_up
+        port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", f"import time, devstack; devstack.MotoServer({port}).start(); time.sleep(86400)"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}"
+        wait_until_up(self.url, self.process)
+        self.environment = aws_environment(self.url)
 
     def client(self, name):
         import boto3
-        return boto3.client(name, endpoint_url=self.server.url, region_name="us-east-1",
+        return boto3.client(name, endpoint_url=self.url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def moto():
     server = Moto()
     yield server
-    server.server.stop()
+    server.stop()

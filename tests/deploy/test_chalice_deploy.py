@@ -237,3 +237,23 @@ def test_finish_names_are_the_ones_chalice_uses():
     for stage in ("dev", "prod"):
         environment = config["stages"][stage]["environment_variables"]
         assert {name: environment[name] for name in resources.environment(stage)} == resources.environment(stage)
+
+
+def test_make_deploy_wants_the_stage_named(deployed, moto):
+    done = in_project(deployed[0], moto, "make", "deploy", f"VENV={ROOT / '.venv'}")
+    assert done.returncode == 2 and "make deploy STAGE=dev|prod" in done.stderr
+    assert "deploy-prepare" not in done.stdout  # stopped before anything ran
+
+
+def test_the_api_url_is_read_as_chalice_records_it(tmp_path):
+    """The record `chalice deploy` writes on success (chalice/deploy/planner.py, RecordResourceVariable
+    of rest_api_url), which moto's missing REST API never lets it write above."""
+    from deploy import stageconfig
+    (tmp_path / ".chalice" / "deployed").mkdir(parents=True)
+    assert stageconfig.api_url(tmp_path, "prod") is None
+    record = {"resources": [{"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "arn:..."},
+                            {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123",
+                             "rest_api_url": "https://abc123.execute-api.us-east-1.amazonaws.com/api/"}],
+              "schema_version": "2.0", "backend": "api"}
+    (tmp_path / ".chalice" / "deployed" / "prod.json").write_text(json.dumps(record))
+    assert stageconfig.api_url(tmp_path, "prod") == "https://abc123.execute-api.us-east-1.amazonaws.com/api/"
