@@ -19,7 +19,7 @@ DAY = 86400
 class Table:
     name: str
     definition: dict  # keys, index, billing: the same words in CloudFormation and CreateTable
-    ttl_attribute: str = store.TTL_ATTRIBUTE
+    # TTL is always on store.TTL_ATTRIBUTE (purge_at): store.ensure_table refuses any other
     point_in_time_recovery: bool = True
     kms_encrypted: bool = True  # SSE with the AWS managed KMS key (CloudFormation's SSEEnabled)
     stream_view_type: Optional[str] = None  # e.g. NEW_AND_OLD_IMAGES for a stream consumer

@@ -2,14 +2,17 @@
 
 What Chalice does not make: the orders table (its definition comes from chalicelib.store, the
 one module that knows it), the merchant secret (created empty: its value never enters a
-template), a public Function URL for `notify`, and the outputs a merchant needs. The reconciler's
-schedule is not here: its Chalice decorator already makes it.
+template), a public Function URL for `notify`, the workers' queues and their event source
+settings, and the outputs a merchant needs. The reconciler's schedule is not here: its Chalice
+decorator already makes it. Table, queues and worker settings are defined in deploy/resources.py,
+which the `chalice deploy` path (deploy/prepare.py, deploy/finish.py) makes from too.
 
     python -m deploy.template prod > build/merge-prod.json
 """
 import json
 import sys
 
+from chalicelib import store
 from deploy import resources
 from deploy.resources import secret_name, table_name  # noqa: F401 (the names, for callers of the template)
 
@@ -50,7 +53,7 @@ def table_properties(table):
     properties = dict(table.definition,
                       PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": table.point_in_time_recovery},
                       SSESpecification={"SSEEnabled": table.kms_encrypted},
-                      TimeToLiveSpecification={"AttributeName": table.ttl_attribute, "Enabled": True})
+                      TimeToLiveSpecification={"AttributeName": store.TTL_ATTRIBUTE, "Enabled": True})
     if table.stream_view_type:  # CloudFormation has no StreamEnabled: a view type is the stream
         properties["StreamSpecification"] = {"StreamViewType": table.stream_view_type}
     return properties
