@@ -7,6 +7,9 @@ stage to deploy/resources.py and says what it changed.
   ORDERS_STREAM_ARN, which app.py reads at import);
 - the workers' queues and dead-letter queues (Chalice's `on_sqs_message` needs them to exist);
 - the merchant secret, without a value (`manage.py put-secret` writes it);
+- no event source mapping from a worker's queue to its function that Chalice did not record: a
+  `chalice deploy` that failed after making one recorded nothing, and the next one would make it
+  again, which AWS refuses (ResourceConflictException);
 - the names above in the stage's `environment_variables` (.chalice/config.json).
 """
 import json
@@ -25,6 +28,7 @@ def prepare(stage, aws, project_dir, sleep=time.sleep):
     for queue in resources.queues(stage):
         lines += ensure_queue(aws("sqs"), queue)
     lines += ensure_secret(aws("secretsmanager"), resources.secret_name(stage))
+    lines += remove_unrecorded_mappings(aws("lambda"), aws("sqs"), stage, project_dir, sleep)
     environment = {**resources.environment(stage), **environment}
     changed = stageconfig.set_environment(project_dir, stage, environment)
     lines.append(f"config: stage {stage} " + (f"now sets {', '.join(changed)}" if changed else "already has the names"))
@@ -170,3 +174,38 @@ def ensure_secret(secrets, name):
     if not description.get("VersionIdsToStages"):
         return [f"secret {name}: exists, still without a value; write it with `manage.py put-secret`"]
     return [f"secret {name}: exists (its value is not read here)"]
+
+
+def remove_unrecorded_mappings(lambda_, sqs, stage, project_dir, sleep=time.sleep):
+    """Delete what a failed `chalice deploy` left between a worker's queue and its function, so
+    that the next one can make it again (its messages wait in the queue meanwhile)."""
+    recorded, lines = stageconfig.recorded_event_sources(project_dir, stage), []
+    for worker in resources.workers(stage):
+        function = resources.function_name(stage, worker.function)
+        try:
+            function_arn = lambda_.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
+        except ClientError as error:
+            if _code(error) != "ResourceNotFoundException":
+                raise
+            continue  # a first deploy: nothing can be left over
+        mappings = lambda_.list_event_source_mappings(EventSourceArn=_queue_arn(sqs, worker.queue.name),
+                                                      FunctionName=function_arn)["EventSourceMappings"]
+        for mapping in mappings:
+            if mapping["UUID"] not in recorded:
+                lambda_.delete_event_source_mapping(UUID=mapping["UUID"])
+                _wait_until_deleted(lambda_, mapping["UUID"], sleep)
+                lines.append(f"mapping {worker.queue.name} -> {function}: {mapping['UUID']} was not recorded by "
+                             f"chalice (a failed deploy left it): deleted, `chalice deploy` makes it again")
+    return lines
+
+
+def _wait_until_deleted(lambda_, uuid, sleep):
+    """A mapping is Deleting for a while; until it is gone, AWS refuses to make the pair again."""
+    for _ in range(60):
+        try:
+            lambda_.get_event_source_mapping(UUID=uuid)
+        except ClientError as error:
+            if _code(error) == "ResourceNotFoundException":
+                return
+            raise
+        sleep(2)

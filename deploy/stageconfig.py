@@ -26,12 +26,21 @@ def set_environment(project_dir, stage, values):
     return changed
 
 
+def _deployed(project_dir, stage):
+    """What the last successful `chalice deploy` recorded (it records nothing when it fails)."""
+    path = pathlib.Path(project_dir) / ".chalice" / "deployed" / f"{stage}.json"
+    return json.loads(path.read_text()).get("resources", []) if path.exists() else []
+
+
 def api_url(project_dir, stage):
     """The REST API's URL as `chalice deploy` recorded it, or None (no successful deploy here)."""
-    path = pathlib.Path(project_dir) / ".chalice" / "deployed" / f"{stage}.json"
-    if not path.exists():
-        return None
-    for resource in json.loads(path.read_text()).get("resources", []):
+    for resource in _deployed(project_dir, stage):
         if resource.get("resource_type") == "rest_api":
             return resource.get("rest_api_url")
     return None
+
+
+def recorded_event_sources(project_dir, stage):
+    """The UUIDs of the SQS event source mappings `chalice deploy` recorded."""
+    return {resource.get("event_uuid") for resource in _deployed(project_dir, stage)
+            if resource.get("resource_type") == "sqs_event"}
