@@ -121,7 +121,7 @@ def _urls(stage, project_dir, notify_url):
         lines.append(f"config: stage {stage} sets NOTIFY_URL to something else; left as it is")
     api = stageconfig.api_url(project_dir, stage)
     return lines + [
-        f"notify URL (NOTIFY_URL; the notification address for Alipay's console): {notify_url}",
+        f"notify URL (NOTIFY_URL; where Alipay's console asks for a notification address): {notify_url}",
         f"API URL (merchant API; /alipay/return is the browser's return): {api}" if api else
         f"API URL: not recorded (.chalice/deployed/{stage}.json is written by a successful `chalice deploy`)",
     ]

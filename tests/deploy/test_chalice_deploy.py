@@ -123,7 +123,7 @@ def test_deploy_finish_makes_the_public_notify_url_with_both_permissions(deploye
               for s in statements}
     assert public == {("lambda:InvokeFunctionUrl", "*", "NONE", None), ("lambda:InvokeFunction", "*", None, True)}
     first = deployed[2][0].stdout
-    assert f"notify URL (NOTIFY_URL; the notification address for Alipay's console): {url['FunctionUrl']}" in first
+    assert f"notify URL (NOTIFY_URL; where Alipay's console asks for a notification address): {url['FunctionUrl']}" in first
     assert "API URL: not recorded" in first  # moto's missing REST API: chalice recorded nothing
 
 
