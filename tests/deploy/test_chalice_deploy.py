@@ -10,7 +10,9 @@ What moto cannot show, and so these tests do not claim:
 - anything running: moto invokes nothing without docker; no function is invoked here.
 - a mapping in the Creating state (moto's are Enabled at once), the permissions' real form (AWS
   writes them as Conditions; moto keeps the request's fields), an SSE change of an existing table
-  (moto ignores UpdateTable's SSESpecification), least privilege (moto checks no resource ARNs).
+  (moto ignores UpdateTable's SSESpecification), least privilege (moto checks no resource ARNs),
+  AWS's refusal of a second mapping between one queue and one function (moto keeps both: the
+  test counts what deploy-prepare deletes instead).
 """
 import json
 import os
