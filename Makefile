@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test bench run clean chromium package wheelhouse
+.PHONY: test bench run clean chromium package wheelhouse deploy
 
 # pip's own lines (Collecting ..., Installing ...) are the progress of the first run's minute.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -57,3 +57,14 @@ package: $(STAMP)
 	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(VENV)/bin/chalice package --stage $(STAGE) \
 	  --merge-template $(BUILD)/merge-$(STAGE).json $(BUILD)/$(STAGE)
 	@echo "template: $(BUILD)/$(STAGE)/sam.json  package: $$(du -h $(BUILD)/$(STAGE)/deployment.zip | cut -f1)"
+
+# `chalice deploy` between the steps it needs: before, what its functions need at deploy time
+# (table, queues, secret); after, what it cannot set (notify Function URL, mapping settings).
+# Offline from the wheelhouse like `package`; the stage must be named (no default to prod here).
+deploy: $(STAMP)
+	@if [ "$(origin STAGE)" = file ]; then echo "make deploy STAGE=dev|prod" >&2; exit 2; fi
+	rm -rf .chalice/deployments
+	$(PY) manage.py deploy-prepare --stage $(STAGE)
+	if [ -d wheelhouse ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=$(CURDIR)/wheelhouse; fi; \
+	  $(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) manage.py deploy-finish --stage $(STAGE)

@@ -1,5 +1,5 @@
 """Admin commands: create-table, put-secret, secret-from-files, keygen, kms-keygen, token, check,
-reconcile, migrate-due, publish-events.
+reconcile, migrate-due, publish-events, deploy-prepare, deploy-finish.
 
 They read the same settings as the app (ORDERS_TABLE, ALIPAY_SECRET_ID) and honour boto3's
 AWS_ENDPOINT_URL, so they work against a moto server exactly as against AWS.
@@ -297,6 +297,32 @@ def run_readably(args):
     return 1
 
 
+PROJECT_DIR = pathlib.Path(__file__).resolve().parent
+
+
+def deploy_prepare(args):
+    """Before `chalice deploy`: the table, the queues, the secret (no value), the names in the
+    stage's config (deploy/prepare.py)."""
+    from deploy import prepare
+    for line in prepare.prepare(args.stage, _client, args.project_dir):
+        print(line)
+    return 0
+
+
+def deploy_finish(args):
+    """After `chalice deploy`: the notify Function URL and its permissions, the event source
+    mappings' settings, the URLs (deploy/finish.py)."""
+    from deploy import finish
+    try:
+        lines = finish.finish(args.stage, _client, args.project_dir)
+    except finish.NotDeployed as error:
+        print(f"deploy-finish: {error}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="manage.py", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -323,6 +349,13 @@ def main(argv=None):
     pub.add_argument("--poll", type=float, default=0.5, help="seconds between reads when following")
     pub.set_defaults(run=publish_events)
     add_secret_from_files(commands)
+    for name, run, help_text in (
+            ("deploy-prepare", deploy_prepare, "before `chalice deploy`: what the stage's functions need"),
+            ("deploy-finish", deploy_finish, "after `chalice deploy`: the notify Function URL, mapping settings, URLs")):
+        step = commands.add_parser(name, help=help_text)
+        step.add_argument("--stage", required=True, choices=("dev", "prod"))
+        step.add_argument("--project-dir", default=str(PROJECT_DIR), help="where .chalice/ is (default: here)")
+        step.set_defaults(run=run)
     args = parser.parse_args(argv)
     return run_readably(args)
 

@@ -2,8 +2,10 @@
 
 What Chalice does not make: the orders table (its definition comes from chalicelib.store, the
 one module that knows it), the merchant secret (created empty: its value never enters a
-template), a public Function URL for `notify`, and the outputs a merchant needs. The reconciler's
-schedule is not here: its Chalice decorator already makes it.
+template), a public Function URL for `notify`, the workers' queues and their event source
+settings, and the outputs a merchant needs. The reconciler's schedule is not here: its Chalice
+decorator already makes it. Table, queues and worker settings are defined in deploy/resources.py,
+which the `chalice deploy` path (deploy/prepare.py, deploy/finish.py) makes from too.
 
     python -m deploy.template prod > build/merge-prod.json
 """
@@ -11,19 +13,11 @@ import json
 import sys
 
 from chalicelib import store
-from deploy import operations, policies
-
-
-def table_name(stage):
-    return f"alipay-orders-{stage}"
-
-
-def secret_name(stage):
-    return f"alipay/merchant-{stage}"
+from deploy import operations, resources
+from deploy.resources import secret_name, table_name  # noqa: F401 (the names, for callers of the template)
 
 
 def merge_template(stage):
-    table = store.table_definition(table_name(stage))
     workers = worker_resources(stage)
     template = {
         "Parameters": operations.parameters(),
@@ -33,12 +27,7 @@ def merge_template(stage):
                 "Type": "AWS::DynamoDB::Table",
                 "DeletionPolicy": "Retain",  # orders are records of money: never deleted with the stack
                 "UpdateReplacePolicy": "Retain",
-                "Properties": dict(
-                    table,
-                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-                    SSESpecification={"SSEEnabled": True},
-                    TimeToLiveSpecification={"AttributeName": store.TTL_ATTRIBUTE, "Enabled": True},
-                ),
+                "Properties": table_properties(resources.table(stage)),
             },
             "MerchantSecret": {
                 "Type": "AWS::SecretsManager::Secret",
@@ -46,7 +35,7 @@ def merge_template(stage):
                 "UpdateReplacePolicy": "Retain",
                 "Properties": {
                     "Name": secret_name(stage),
-                    "Description": "chalice-alipay merchant keys: written by `python manage.py put-secret`",
+                    "Description": resources.SECRET_DESCRIPTION,
                 },
             },
             # SAM makes the URL and the permissions to call it (lambda:InvokeFunctionUrl and, as AWS
@@ -87,8 +76,6 @@ def add_order_events(template, stage):
     publisher's event source mapping: its stream (the stand-in ARN of app.py replaced by the
     table's), partial batch failures, bisect on error, bounded retries, the on-failure destination."""
     resources, outputs = template["Resources"], template["Outputs"]
-    # CloudFormation's StreamSpecification has no StreamEnabled: a view type is the stream.
-    resources["OrdersTable"]["Properties"]["StreamSpecification"] = {"StreamViewType": store.STREAM_VIEW_TYPE}
     resources["EventBus"] = {"Type": "AWS::Events::EventBus", "Properties": {"Name": event_bus_name(stage)}}
     resources["EventsDeadLetterQueue"] = {
         "Type": "AWS::SQS::Queue",
@@ -112,35 +99,38 @@ def add_order_events(template, stage):
                                            "Value": {"Ref": "EventsDeadLetterQueue"}}
 
 
-# queue kind -> (function, its timeout in seconds, receives before the dead-letter queue)
-WORKERS = {"reconcile": ("ReconcileWorker", 60, 5), "poll": ("PollWorker", 20, 3)}
+def table_properties(table):
+    properties = dict(table.definition,
+                      PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": table.point_in_time_recovery},
+                      SSESpecification={"SSEEnabled": table.kms_encrypted},
+                      TimeToLiveSpecification={"AttributeName": store.TTL_ATTRIBUTE, "Enabled": True})
+    if table.stream_view_type:  # CloudFormation has no StreamEnabled: a view type is the stream
+        properties["StreamSpecification"] = {"StreamViewType": table.stream_view_type}
+    return properties
+
+
+def _queue(queue):
+    properties = {"QueueName": queue.name}
+    if queue.visibility_timeout is not None:
+        properties["VisibilityTimeout"] = queue.visibility_timeout
+    if queue.retention_seconds is not None:
+        properties["MessageRetentionPeriod"] = queue.retention_seconds
+    if queue.dead_letter is not None:
+        properties["RedrivePolicy"] = {"deadLetterTargetArn": {"Fn::GetAtt": [queue.dead_letter.logical_id, "Arn"]},
+                                       "maxReceiveCount": queue.max_receives}
+    return {"Type": "AWS::SQS::Queue", "Properties": properties}
 
 
 def worker_resources(stage):
     """Each worker's queue and dead-letter queue, and what Chalice cannot set on its event source
-    mapping: partial batch failures reported (ReportBatchItemFailures) and the concurrency bounded
-    by the event source (MaximumConcurrency; reserved concurrency would throttle deliveries into
-    the dead-letter queue), so that Alipay's per-app rate limits hold."""
-    resources = {}
-    for kind, (function, timeout, receives) in WORKERS.items():
-        queue, dead = f"{kind.capitalize()}Queue", f"{kind.capitalize()}DeadLetters"
-        resources[dead] = {"Type": "AWS::SQS::Queue", "Properties": {
-            "QueueName": f"{policies.queue_name(kind, stage)}-dead", "MessageRetentionPeriod": 14 * 86400}}
-        resources[queue] = {"Type": "AWS::SQS::Queue", "Properties": {
-            "QueueName": policies.queue_name(kind, stage),
-            "VisibilityTimeout": 6 * timeout,  # at least the worker's timeout; AWS advises six times
-            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [dead, "Arn"]}, "maxReceiveCount": receives}}}
+    mapping (deploy/resources.py: partial batch failures, MaximumConcurrency)."""
+    found = {queue.logical_id: _queue(queue) for queue in resources.queues(stage)}
+    for worker in resources.workers(stage):
+        queue = worker.queue.logical_id
         # Chalice names the queue's ARN from its name; the function waits for the queue to exist.
-        mapping = {"FunctionResponseTypes": ["ReportBatchItemFailures"],
-                   "ScalingConfig": {"MaximumConcurrency": WORKER_CONCURRENCY}}
-        resources[function] = {"DependsOn": [queue],
-                               "Properties": {"Events": {f"{function}SqsEventSource": {"Properties": mapping}}}}
-    return resources
-
-
-# Workers at once per queue: each reconcile worker makes a few gateway calls a second, so five
-# stay far below Alipay's per-app rate limits. A setting of the template (edit and package again).
-WORKER_CONCURRENCY = 5
+        found[worker.logical_id] = {"DependsOn": [queue], "Properties": {"Events": {
+            f"{worker.logical_id}SqsEventSource": {"Properties": dict(worker.mapping)}}}}
+    return found
 
 
 if __name__ == "__main__":

@@ -2,50 +2,11 @@
 transform, least privilege, the Function URL with both permissions, a small package."""
 import json
 import os
-import shutil
-import subprocess
 import zipfile
 
 import pytest
 
-from tests.vectorfiles import ROOT_PATH as ROOT
-
-STAGES = ("dev", "prod")
-def run(*command, **kwargs):
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def packaged(tmp_path_factory):
-    """`make wheelhouse` (PyPI), then `make package` for each stage inside a network namespace
-    with no network at all when this machine can make one: proof that packaging is offline."""
-    build = tmp_path_factory.mktemp("build")
-    done = run("make", "wheelhouse")
-    assert done.returncode == 0, done.stderr
-    offline = ["unshare", "-n"] if shutil.which("unshare") and run("unshare", "-n", "true").returncode == 0 else []
-    templates = {}
-    for stage in STAGES:
-        done = run(*offline, "make", "package", f"STAGE={stage}", f"BUILD={build}")
-        assert done.returncode == 0, done.stdout + done.stderr
-        templates[stage] = build / stage
-    return templates, bool(offline)
-
-
-def sam_transform(path):
-    from samtranslator.translator.transform import transform
-
-    class NoManagedPolicies:
-        def load(self):
-            return {}
-
-    template = json.loads((path / "sam.json").read_text())
-    for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":  # as `aws cloudformation package` would
-            resource["Properties"]["CodeUri"] = "s3://artifacts/deployment.zip"
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    transformed = transform(template, {}, NoManagedPolicies())
-    (path / "cfn.json").write_text(json.dumps(transformed, indent=1))
-    return transformed
+from tests.deploy.conftest import ROOT, STAGES, run, sam_transform
 
 
 @pytest.mark.parametrize("stage", STAGES)
