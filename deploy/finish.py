@@ -37,9 +37,19 @@ def finish(stage, aws, project_dir, sleep=time.sleep):
     lambda_ = aws("lambda")
     url, lines = ensure_function_url(lambda_, resources.function_name(stage, NOTIFY_FUNCTION))
     for worker in resources.workers(stage):
-        lines += ensure_mapping(lambda_, aws("sqs"), resources.function_name(stage, worker.function),
-                                worker.queue.name, worker.mapping, sleep)
+        lines += ensure_mapping(lambda_, resources.function_name(stage, worker.function),
+                                _queue_arn(aws("sqs"), worker.queue.name), worker.queue.name, worker.mapping, sleep)
+    stream = aws("dynamodb").describe_table(TableName=resources.table_name(stage))["Table"].get("LatestStreamArn")
+    if stream:  # the order events publisher reads it (deploy-prepare turned it on)
+        dead_letter = _queue_arn(aws("sqs"), resources.events_dead_letter(stage).name)
+        lines += ensure_mapping(lambda_, resources.function_name(stage, resources.PUBLISHER_FUNCTION), stream,
+                                "the orders stream", resources.publisher_mapping(dead_letter), sleep)
     return lines + _urls(stage, project_dir, url)
+
+
+def _queue_arn(sqs, name):
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
 
 def _code(error):
@@ -87,13 +97,12 @@ def _statement_ids(lambda_, function):
     return {statement.get("Sid") for statement in policy.get("Statement", [])}
 
 
-def ensure_mapping(lambda_, sqs, function, queue_name, settings, sleep=time.sleep):
-    """Put `settings` on the event source mapping that `chalice deploy` made from the queue."""
+def ensure_mapping(lambda_, function, source_arn, queue_name, settings, sleep=time.sleep):
+    """Put `settings` on the event source mapping that `chalice deploy` made from the source (a
+    queue, or the table's stream), named `queue_name` in what it says."""
     function_arn = _function_arn(lambda_, function)
-    url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     # By ARN: moto matches FunctionName only as an ARN (AWS takes either).
-    mappings = lambda_.list_event_source_mappings(EventSourceArn=queue_arn, FunctionName=function_arn)
+    mappings = lambda_.list_event_source_mappings(EventSourceArn=source_arn, FunctionName=function_arn)
     if not mappings["EventSourceMappings"]:
         raise NotDeployed(f"no event source mapping from {queue_name} to {function}: run `chalice deploy` first")
     lines = []

@@ -18,6 +18,7 @@ import time
 from botocore.exceptions import ClientError
 
 from chalicelib import store
+from chalicelib.service import publish
 from deploy import resources, stageconfig
 
 
@@ -27,8 +28,11 @@ def prepare(stage, aws, project_dir, sleep=time.sleep):
     lines, environment = ensure_table(aws("dynamodb"), table, sleep)
     for queue in resources.queues(stage):
         lines += ensure_queue(aws("sqs"), queue)
+    lines += ensure_queue(aws("sqs"), resources.events_dead_letter(stage))
+    lines += [f"event bus: {line}" for line in publish.ensure_bus(aws("events"), resources.event_bus_name(stage))]
     lines += ensure_secret(aws("secretsmanager"), resources.secret_name(stage))
-    lines += remove_unrecorded_mappings(aws("lambda"), aws("sqs"), stage, project_dir, sleep)
+    lines += remove_unrecorded_mappings(aws("lambda"), aws("sqs"), stage, project_dir, sleep,
+                                        stream_arn=environment.get("ORDERS_STREAM_ARN"))
     environment = {**resources.environment(stage), **environment}
     changed = stageconfig.set_environment(project_dir, stage, environment)
     lines.append(f"config: stage {stage} " + (f"now sets {', '.join(changed)}" if changed else "already has the names"))
@@ -176,25 +180,29 @@ def ensure_secret(secrets, name):
     return [f"secret {name}: exists (its value is not read here)"]
 
 
-def remove_unrecorded_mappings(lambda_, sqs, stage, project_dir, sleep=time.sleep):
-    """Delete what a failed `chalice deploy` left between a worker's queue and its function, so
-    that the next one can make it again (its messages wait in the queue meanwhile)."""
+def remove_unrecorded_mappings(lambda_, sqs, stage, project_dir, sleep=time.sleep, stream_arn=None):
+    """Delete what a failed `chalice deploy` left between a worker's queue (or the orders stream)
+    and its function, so that the next one can make it again (messages and records wait meanwhile)."""
     recorded, lines = stageconfig.recorded_event_sources(project_dir, stage), []
-    for worker in resources.workers(stage):
-        function = resources.function_name(stage, worker.function)
+    sources = [(worker.function, _queue_arn(sqs, worker.queue.name), worker.queue.name)
+               for worker in resources.workers(stage)]
+    if stream_arn:
+        sources.append((resources.PUBLISHER_FUNCTION, stream_arn, "the orders stream"))
+    for chalice_name, source_arn, label in sources:
+        function = resources.function_name(stage, chalice_name)
         try:
             function_arn = lambda_.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
         except ClientError as error:
             if _code(error) != "ResourceNotFoundException":
                 raise
             continue  # a first deploy: nothing can be left over
-        mappings = lambda_.list_event_source_mappings(EventSourceArn=_queue_arn(sqs, worker.queue.name),
+        mappings = lambda_.list_event_source_mappings(EventSourceArn=source_arn,
                                                       FunctionName=function_arn)["EventSourceMappings"]
         for mapping in mappings:
             if mapping["UUID"] not in recorded:
                 lambda_.delete_event_source_mapping(UUID=mapping["UUID"])
                 _wait_until_deleted(lambda_, mapping["UUID"], sleep)
-                lines.append(f"mapping {worker.queue.name} -> {function}: {mapping['UUID']} was not recorded by "
+                lines.append(f"mapping {label} -> {function}: {mapping['UUID']} was not recorded by "
                              f"chalice (a failed deploy left it): deleted, `chalice deploy` makes it again")
     return lines
 

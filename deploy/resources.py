@@ -102,4 +102,25 @@ def environment(stage):
     """The names the stage's functions read, as `.chalice/config.json` must carry them."""
     return {"ORDERS_TABLE": table_name(stage), "ALIPAY_SECRET_ID": secret_name(stage),
             "RECONCILE_QUEUE": policies.queue_name("reconcile", stage),
-            "POLL_QUEUE": policies.queue_name("poll", stage)}
+            "POLL_QUEUE": policies.queue_name("poll", stage), "EVENT_BUS_NAME": event_bus_name(stage)}
+
+
+# ---- order events: the bus, the publisher's dead-letter queue and its stream mapping ----------
+
+PUBLISHER_FUNCTION = "publish_events"
+
+
+def event_bus_name(stage):
+    return f"chalice-alipay-{stage}"
+
+
+def events_dead_letter(stage):
+    return Queue(f"chalice-alipay-{stage}-events-dlq", "EventsDeadLetterQueue", retention_seconds=14 * DAY)
+
+
+def publisher_mapping(dead_letter_arn):
+    """What Chalice cannot set on the publisher's stream mapping: failed records reported, the
+    batch bisected, retries bounded (each starts at the first record not published), then the
+    batch's shard and sequence range to the dead-letter queue (the stream keeps records 24 h)."""
+    return {"FunctionResponseTypes": ["ReportBatchItemFailures"], "BisectBatchOnFunctionError": True,
+            "MaximumRetryAttempts": 10, "DestinationConfig": {"OnFailure": {"Destination": dead_letter_arn}}}

@@ -14,6 +14,7 @@ import sys
 
 from chalicelib import store
 from deploy import operations, resources
+from deploy import resources as stage_resources  # add_order_events names its dict `resources`
 from deploy.resources import secret_name, table_name  # noqa: F401 (the names, for callers of the template)
 
 
@@ -59,11 +60,11 @@ def merge_template(stage):
 # ---- order events (contract, "Order events") ---------------------------------------------------
 
 def event_bus_name(stage):
-    return f"chalice-alipay-{stage}"
+    return resources.event_bus_name(stage)
 
 
 def events_dead_letter_queue_name(stage):
-    return f"chalice-alipay-{stage}-events-dlq"
+    return resources.events_dead_letter(stage).name
 
 
 # Chalice names the publisher's resources after `@app.on_dynamodb_record(name="publish_events")`.
@@ -84,12 +85,7 @@ def add_order_events(template, stage):
     }
     resources[PUBLISHER] = {"Properties": {"Events": {PUBLISHER_EVENT_SOURCE: {"Properties": {
         "Stream": {"Fn::GetAtt": ["OrdersTable", "StreamArn"]},
-        "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        "BisectBatchOnFunctionError": True,
-        # Every retry starts at the first record not published; after these the batch's shard and
-        # sequence range go to the dead-letter queue (the records stay in the stream for 24 h).
-        "MaximumRetryAttempts": 10,
-        "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}}},
+        **stage_resources.publisher_mapping({"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}),
     }}}}}
     outputs["EventBusName"] = {"Description": "order events go here: add your rules to this bus (EVENT_BUS_NAME)",
                                "Value": {"Ref": "EventBus"}}

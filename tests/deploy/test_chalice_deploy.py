@@ -85,15 +85,16 @@ def test_make_deploy_prepares_then_chalice_deploys_offline_until_moto_lacks_the_
 def test_make_deploy_again_after_a_failure_midway_prepares_nothing_new_and_chalice_updates(deployed):
     again = deployed[1][1]
     prepared = again.stdout.split("config: stage dev already has the names")[0].splitlines()
-    assert [line for line in prepared if line.startswith(("table", "queue", "secret"))] == [
+    assert [line for line in prepared if line.startswith(("table", "queue", "secret", "event bus"))] == [
         "table alipay-orders-dev: up to date",
         "queue chalice-alipay-reconcile-dev-dead: up to date", "queue chalice-alipay-reconcile-dev: up to date",
         "queue chalice-alipay-poll-dev-dead: up to date", "queue chalice-alipay-poll-dev: up to date",
+        "queue chalice-alipay-dev-events-dlq: up to date",
         "secret alipay/merchant-dev: exists, still without a value; write it with `manage.py put-secret`"]
     # The first deploy failed after making the SQS mappings and recorded nothing: they go, and
     # chalice makes them again (AWS would refuse a second pair; moto would keep both).
     assert sum("was not recorded by chalice (a failed deploy left it): deleted" in line
-               for line in prepared) == len(resources.workers(STAGE))
+               for line in prepared) == len(resources.workers(STAGE)) + 1  # and the orders stream's
     assert "Updating lambda function: chalice-alipay-dev-notify" in again.stdout
     assert again.returncode != 0 and "ImportRestApi" in again.stdout + again.stderr  # moto's gap, as before
 
@@ -139,6 +140,17 @@ def test_deploy_finish_sets_what_chalice_cannot_on_each_workers_event_source(dep
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["ScalingConfig"] == {"MaximumConcurrency": resources.WORKER_CONCURRENCY}
         assert mapping["BatchSize"] == 10  # Chalice's, untouched
+
+
+def test_deploy_finish_sets_what_chalice_cannot_on_the_order_events_stream(deployed, moto):
+    stream = moto.client("dynamodb").describe_table(TableName="alipay-orders-dev")["Table"]["LatestStreamArn"]
+    [mapping] = moto.client("lambda").list_event_source_mappings(EventSourceArn=stream)["EventSourceMappings"]
+    assert mapping["FunctionArn"].endswith(f":function:{resources.function_name(STAGE, resources.PUBLISHER_FUNCTION)}")
+    url = moto.client("sqs").get_queue_url(QueueName=resources.events_dead_letter(STAGE).name)["QueueUrl"]
+    dead = moto.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and mapping["BisectBatchOnFunctionError"]
+    assert mapping["MaximumRetryAttempts"] == 10 and mapping["DestinationConfig"]["OnFailure"]["Destination"] == dead
+    assert moto.client("events").describe_event_bus(Name=resources.event_bus_name(STAGE))["Name"] == "chalice-alipay-dev"
 
 
 def test_deploy_finish_twice_changes_nothing_the_second_time(deployed):
@@ -187,6 +199,7 @@ def test_the_readme_admin_steps_with_the_stage_names(deployed, moto, tmp_path):
     project = deployed[0]
     names = {"ORDERS_TABLE": "alipay-orders-dev", "ALIPAY_SECRET_ID": "alipay/merchant-dev",
              "RECONCILE_QUEUE": "chalice-alipay-reconcile-dev", "POLL_QUEUE": "chalice-alipay-poll-dev",
+             "EVENT_BUS_NAME": "chalice-alipay-dev",
              "ALIPAY_GATEWAY": "http://127.0.0.1:9/gateway.do"}  # nothing listens on port 9
     empty = manage(project, moto, "check", **names)
     assert empty.returncode == 1 and "cannot read secret alipay/merchant-dev" in empty.stderr  # prepare wrote no value
@@ -200,7 +213,8 @@ def test_the_readme_admin_steps_with_the_stage_names(deployed, moto, tmp_path):
     checked = manage(project, moto, "check", **names)
     assert checked.returncode == 0 and "all well" in checked.stdout, checked.stderr
     table = manage(project, moto, "create-table", **names)
-    assert table.stdout.strip() == "alipay-orders-dev: table is up to date"  # prepare left nothing to add
+    assert table.stdout.splitlines() == ["alipay-orders-dev: table is up to date",  # prepare left nothing to add
+                                         "alipay-orders-dev: event bus chalice-alipay-dev exists"]
     again = manage(project, moto, "deploy-prepare", "--stage", STAGE)
     assert "secret alipay/merchant-dev: exists (its value is not read here)" in again.stdout
     reconciled = manage(project, moto, "reconcile", **names)
