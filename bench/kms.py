@@ -15,7 +15,7 @@ from collections import Counter
 
 
 from bench.service import _Context, proxy_event, timed_batches
-from bench.timing import BotocoreMeter
+from bench.timing import BotocoreMeter, bench_table
 from devstack import MotoServer, aws_environment
 from tests.support import Merchant
 
@@ -43,7 +43,7 @@ def measure():
 
     from chalicelib import store
     ddb, sm, kms = boto3.client("dynamodb"), boto3.client("secretsmanager"), boto3.client("kms")
-    store.ensure_table(ddb, TABLE)
+    bench_table(ddb, TABLE)
     merchant = Merchant()
     merchant.put(sm, SECRETS["local"])
     key_arn = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]

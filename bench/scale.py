@@ -12,6 +12,7 @@ from collections import Counter
 
 import botocore.client
 
+from bench.timing import bench_table
 from devstack import MotoServer, aws_environment, http_json
 from tests.support import Merchant
 
@@ -75,7 +76,7 @@ def pass_costs(ddb, sqs):
         for due in (0, int(n * DUE_SHARE)):
             table = f"bench-scale-{n}-{due}"
             os.environ["ORDERS_TABLE"] = table
-            store.ensure_table(ddb, table)
+            bench_table(ddb, table)
             fill(ddb, table, n, due)
             os.environ["RECONCILE_QUEUE"] = table
             sqs.create_queue(QueueName=table)
@@ -119,7 +120,7 @@ def worker_throughput(ddb, sm, orders=200):
         http_json(base + "/sandbox/apps", {"app_id": merchant.app_id, "public_key": keys.spki_base64(merchant.app_key),
                                            "seller_id": merchant.seller_id})
         os.environ.update(ORDERS_TABLE="bench-worker", ALIPAY_GATEWAY=base + "/gateway.do")
-        store.ensure_table(ddb, "bench-worker")
+        bench_table(ddb, "bench-worker")
         earlier = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=3)
         maker = Context(Backend(), clock=lambda: earlier)
         nos = [create.create_order(maker, "bench", {"product": "page", "subject": "s", "total_amount": "1.00"},
