@@ -136,6 +136,8 @@ def test_purchase_refund_and_alipay_certificate_rotation_in_cert_mode(cert_stack
     status, synced = post(api, f"/orders/{no}/sync")
     assert status == 200 and synced["status"] == "TRADE_SUCCESS"
     status, second = post(api, f"/orders/{no}/refunds", {"refund_amount": "3.00", "out_request_no": "CR2"})
-    assert status == 201 and second["order"]["refunded_amount"] == "8.00", second
+    # 202 when the call waits for Alipay's 3 s between refund calls of one trade (the worker sends it)
+    assert status in (201, 202), second
+    assert api.wait_for(no, lambda o: o["refunded_amount"] == "8.00")["refunded_amount"] == "8.00"
     # The refund's notification, signed with the new certificate's key, is accepted too.
     assert refund_notification_answers(api, no, 2) == ["success", "success"]
