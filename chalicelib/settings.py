@@ -1,66 +1,44 @@
 """Environment -> Settings, with the contract's defaults. Read when needed, never at import:
 the Chalice test client and `chalice local` set the stage's environment per request."""
 import os
-from functools import cached_property
+
+
+class _Read:
+    """One setting: read from the environment when first asked for, then kept on the instance."""
+
+    def __init__(self, variable, default=None, convert=None):
+        self.variable, self.default, self.convert = variable, default, convert
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, settings, owner=None):
+        if settings is None:
+            return self
+        value = settings._env.get(self.variable) or self.default
+        value = self.convert(value) if self.convert and value is not None else value
+        settings.__dict__[self.name] = value  # a plain attribute from now on: read once
+        return value
 
 
 class Settings:
     """The contract's settings over an environment, each read when first asked for: a request
     reads only what it uses (a refused notification needs two of them), once."""
+    orders_table = _Read("ORDERS_TABLE", "alipay-orders")
+    secret_id = _Read("ALIPAY_SECRET_ID", "alipay/merchant")
+    gateway = _Read("ALIPAY_GATEWAY", "https://openapi.alipay.com/gateway.do")
+    mapi_gateway = _Read("ALIPAY_MAPI_GATEWAY", "https://mapi.alipay.com/gateway.do")
+    public_base_url = _Read("PUBLIC_BASE_URL", convert=lambda url: url.rstrip("/") or None)
+    notify_url = _Read("NOTIFY_URL")
+    return_redirect_url = _Read("RETURN_REDIRECT_URL")
+    secret_ttl_seconds = _Read("SECRET_TTL_SECONDS", 300, int)
+    gateway_read_timeout = _Read("GATEWAY_READ_TIMEOUT_SECONDS", 8, float)
+    reconcile_queue = _Read("RECONCILE_QUEUE", "chalice-alipay-reconcile")
+    poll_queue = _Read("POLL_QUEUE", "chalice-alipay-poll")
+    event_bus_name = _Read("EVENT_BUS_NAME", "chalice-alipay")
 
     def __init__(self, env):
         self._env = env
-
-    def _text(self, name, default=None):
-        return self._env.get(name) or default
-
-    @cached_property
-    def orders_table(self):
-        return self._text("ORDERS_TABLE", "alipay-orders")
-
-    @cached_property
-    def secret_id(self):
-        return self._text("ALIPAY_SECRET_ID", "alipay/merchant")
-
-    @cached_property
-    def gateway(self):
-        return self._text("ALIPAY_GATEWAY", "https://openapi.alipay.com/gateway.do")
-
-    @cached_property
-    def mapi_gateway(self):
-        return self._text("ALIPAY_MAPI_GATEWAY", "https://mapi.alipay.com/gateway.do")
-
-    @cached_property
-    def public_base_url(self):
-        return (self._text("PUBLIC_BASE_URL") or "").rstrip("/") or None
-
-    @cached_property
-    def notify_url(self):
-        return self._text("NOTIFY_URL")
-
-    @cached_property
-    def return_redirect_url(self):
-        return self._text("RETURN_REDIRECT_URL")
-
-    @cached_property
-    def secret_ttl_seconds(self):
-        return int(self._text("SECRET_TTL_SECONDS", 300))
-
-    @cached_property
-    def gateway_read_timeout(self):
-        return float(self._text("GATEWAY_READ_TIMEOUT_SECONDS", 8))
-
-    @cached_property
-    def reconcile_queue(self):
-        return reconcile_queue(self._env)
-
-    @cached_property
-    def poll_queue(self):
-        return poll_queue(self._env)
-
-    @cached_property
-    def event_bus_name(self):
-        return self._text("EVENT_BUS_NAME", "chalice-alipay")
 
 
 def load(env=None):
@@ -70,11 +48,11 @@ def load(env=None):
 # The SQS queues' names, also read when app.py is imported: Chalice's on_sqs_message takes the
 # queue's name then (chalice sets the stage's environment before it imports the app).
 def reconcile_queue(env=None):
-    return (os.environ if env is None else env).get("RECONCILE_QUEUE") or "chalice-alipay-reconcile"
+    return load(env).reconcile_queue
 
 
 def poll_queue(env=None):
-    return (os.environ if env is None else env).get("POLL_QUEUE") or "chalice-alipay-poll"
+    return load(env).poll_queue
 
 
 # Chalice needs the stream's ARN when app.py is imported, to describe the publisher's event source.

@@ -21,7 +21,6 @@ import random
 import re
 import time
 from decimal import Decimal
-from typing import NamedTuple, Optional
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -120,10 +119,6 @@ def _value(attribute):
 
 def order_key(out_trade_no):
     return {"pk": {"S": f"ORDER#{out_trade_no}"}, "sk": {"S": ORDER_SK}}
-
-
-class TableLayoutError(Exception):
-    """An existing table that create-table cannot bring to the current layout by itself."""
 
 
 class ConditionFailed(Exception):
@@ -360,186 +355,9 @@ def _public(item):
     return {key: value for key, value in item.items() if key not in ("pk", "sk", "due_shard", "due_at")}
 
 
-def table_definition(table):
-    """What `manage.py create-table` creates: keys, the sharded `due` index, on-demand billing."""
-    return {
-        "TableName": table,
-        "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"},
-                                 *_DUE_ATTRIBUTES],
-        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        "GlobalSecondaryIndexes": [due_index()],
-    }
-
-
-_DUE_ATTRIBUTES = [{"AttributeName": "due_shard", "AttributeType": "S"}, {"AttributeName": "due_at", "AttributeType": "N"}]
-
-
-def due_index():
-    return {"IndexName": DUE_INDEX,
-            "KeySchema": [{"AttributeName": "due_shard", "KeyType": "HASH"},
-                          {"AttributeName": "due_at", "KeyType": "RANGE"}],
-            "Projection": {"ProjectionType": "KEYS_ONLY"}}
-
-
-def ensure_table(client, table):
-    """Create the table, or add what an older one lacks (the due index, TTL). Idempotent; says
-    what it did."""
-    done = []
-    try:
-        description = client.describe_table(TableName=table)["Table"]
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-        client.create_table(**table_definition(table))
-        client.get_waiter("table_exists").wait(TableName=table)
-        description = client.describe_table(TableName=table)["Table"]
-        done.append("created table")
-    done.extend(_ensure_stream(client, table, description))
-    indexes = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
-    if DUE_INDEX not in indexes:
-        client.update_table(TableName=table, AttributeDefinitions=_DUE_ATTRIBUTES,
-                            GlobalSecondaryIndexUpdates=[{"Create": due_index()}])
-        done.append(f"added index {DUE_INDEX}")
-    if LEGACY_INDEX in indexes:
-        done.append(f"index {LEGACY_INDEX} is the old layout: run `manage.py migrate-due`, then delete it")
-    ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
-    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") != TTL_ATTRIBUTE:
-        # An older layout put the TTL on `expires_at`, which orders now carry: DynamoDB would
-        # delete orders. AWS allows one TTL change at a time, so this is the admin's step.
-        raise TableLayoutError(
-            f"TTL of {table} is on {ttl.get('AttributeName')}; disable it (update-time-to-live "
-            f"Enabled=false), wait until DISABLED, then run create-table again to put it on {TTL_ATTRIBUTE}")
-    if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-        client.update_time_to_live(TableName=table,
-                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
-        done.append(f"enabled TTL on {TTL_ATTRIBUTE}")
-    return done or ["table is up to date"]
-
-
-def migrate_due(client, table, now_epoch, start=None, page_size=100):
-    """Move orders written under the old layout (`waiting` = WAIT | REFUND) onto the `due` index,
-    due now, so the next pass looks at each once. Idempotent (each write is conditioned on the
-    old attribute still being there) and resumable: yields (moved, key to resume from) per page."""
-    while True:
-        kwargs = {"ExclusiveStartKey": start} if start else {}
-        page = client.scan(TableName=table, Limit=page_size, FilterExpression="attribute_exists(waiting)",
-                           ProjectionExpression="pk, sk", **kwargs)
-        moved = 0
-        for item in page.get("Items", []):
-            out_trade_no = item["pk"]["S"].split("#", 1)[1]
-            try:
-                client.update_item(TableName=table, Key=item, ConditionExpression="attribute_exists(waiting)",
-                                   UpdateExpression="SET due_shard = :s, due_at = :a REMOVE waiting",
-                                   ExpressionAttributeValues={":s": {"S": due_shard(out_trade_no)},
-                                                              ":a": {"N": str(int(now_epoch))}})
-                moved += 1
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-        start = page.get("LastEvaluatedKey")
-        yield moved, start
-        if not start:
-            return
-
-
-# ---- the table's stream, read by the events publisher (contract, "Order events") ---------------
-
-# New and old images: a refund record is rewritten whole, and only the old image tells whether a
-# rewrite changed what is published (its status or amount) or nothing a consumer sees.
-STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
-_READABLE_VIEWS = (STREAM_VIEW_TYPE, "NEW_IMAGE")  # NEW_IMAGE works too: unchanged rewrites then repeat an id
-_REFUND_SK = "EVENT#refund#"
-
-
-def stream_specification():
-    return {"StreamEnabled": True, "StreamViewType": STREAM_VIEW_TYPE}
-
-
-def _ensure_stream(client, table, description):
-    """The stream the events publisher reads; a stream without new images is the admin's to replace
-    (DynamoDB changes a view type only by disabling the stream, which gives it a new ARN)."""
-    stream = description.get("StreamSpecification") or {}
-    if not stream.get("StreamEnabled"):
-        client.update_table(TableName=table, StreamSpecification=stream_specification())
-        client.get_waiter("table_exists").wait(TableName=table)  # one table update at a time
-        return [f"enabled stream ({STREAM_VIEW_TYPE})"]
-    if stream.get("StreamViewType") not in _READABLE_VIEWS:
-        raise TableLayoutError(
-            f"the stream of {table} is {stream.get('StreamViewType')}: the events publisher needs new images; "
-            f"disable the stream (update-table --stream-specification StreamEnabled=false), then run "
-            f"create-table again (the new stream has a new ARN: deploy the publisher again)")
-    return []
-
-
-class UnreadableRecord(Exception):
-    """A stream record of an order that cannot be turned into an event (no new image, no entry)."""
-
-    def __init__(self, out_trade_no, reason):
-        super().__init__(reason)
-        self.out_trade_no = out_trade_no
-
-
-class StreamChange(NamedTuple):
-    """A stream record that is published: a new order, or an entry of its events."""
-    out_trade_no: str
-    identity: str             # the item, and for a refund record its status and amount: the event's id
-    order: Optional[dict]     # the new order (its item's INSERT), or None
-    entry: Optional[dict]     # the event item's entry (with its snapshot), or None
-
-
-def stream_change(record):
-    """What one stream record (as Lambda delivers it, or as GetRecords returns it) publishes:
-    an order item's INSERT (order.created), an event item's INSERT, a refund record's rewrite that
-    changed its status or amount. None for everything else: other changes of an order item (the
-    event item written in the same transaction tells them), idempotency records, removals."""
-    data = record.get("dynamodb") or {}
-    keys = _load(data.get("Keys") or {})
-    pk, sk = str(keys.get("pk", "")), str(keys.get("sk", ""))
-    if not pk.startswith("ORDER#") or record.get("eventName") not in ("INSERT", "MODIFY"):
-        return None
-    out_trade_no, inserted = pk.split("#", 1)[1], record["eventName"] == "INSERT"
-    if sk == ORDER_SK:
-        if not inserted:
-            return None
-        return StreamChange(out_trade_no, f"{pk}|{sk}", _public(_new_image(out_trade_no, data)), None)
-    if not sk.startswith("EVENT#") or not inserted and not sk.startswith(_REFUND_SK):
-        return None  # event items are append-only; only refund records are rewritten
-    entry = _new_image(out_trade_no, data).get("event")
-    if not isinstance(entry, dict) or not isinstance(entry.get("snapshot"), dict):
-        raise UnreadableRecord(out_trade_no, f"{sk}: no entry with the order's snapshot")
-    if not sk.startswith(_REFUND_SK):
-        return StreamChange(out_trade_no, f"{pk}|{sk}", None, entry)
-    published = (entry.get("status"), entry.get("refund_amount"))
-    before = _load(data.get("OldImage") or {}).get("event") or {}
-    if not inserted and published == (before.get("status"), before.get("refund_amount")):
-        return None
-    return StreamChange(out_trade_no, f"{pk}|{sk}|{published[0]}|{published[1]}", None, entry)
-
-
-def _new_image(out_trade_no, data):
-    if not data.get("NewImage"):
-        raise UnreadableRecord(out_trade_no, "the stream record has no new image (stream view type?)")
-    return _load(data["NewImage"])
-
-
-def products_and_totals(order_store, out_trade_nos, attempts=5):
-    """{out_trade_no: (product, total_amount)} of the orders named, which never change after an
-    order is created: one BatchGetItem per 100 orders (unprocessed keys asked again). An order
-    that does not exist is left out."""
-    found, names = {}, sorted(set(out_trade_nos))
-    for start in range(0, len(names), 100):
-        request = {order_store.table: {"Keys": [order_key(no) for no in names[start:start + 100]],
-                                       "ProjectionExpression": "out_trade_no, product, total_amount"}}
-        for attempt in range(attempts):
-            answer = order_store._call("batch_get_item", RequestItems=request)
-            for item in answer.get("Responses", {}).get(order_store.table, []):
-                item = _load(item)
-                found[item["out_trade_no"]] = (item["product"], item["total_amount"])
-            request = answer.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            order_store.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)] * (0.5 + random.random()))
-        else:
-            raise Unavailable("DynamoDB batch_get_item: keys left unprocessed")
-    return found
+# The table's layout (manage.py create-table, migrations) and its stream (the events publisher),
+# each in a module of its own; their names are the store's.
+from chalicelib.store.layout import (STREAM_VIEW_TYPE, TableLayoutError, due_index,  # noqa: E402,F401
+                                     ensure_table, migrate_due, stream_specification, table_definition)
+from chalicelib.store.streams import (StreamChange, UnreadableRecord, products_and_totals,  # noqa: E402,F401
+                                      stream_change)
