@@ -1,30 +1,20 @@
 """`make bench`: our code against the floor it cannot beat, measured in the same run.
 
 Each section interleaves batches of "ours" and "floor" so that drift on a shared machine hits
-both alike; results are ratios, never absolute promises.
+both alike; results are ratios, never absolute promises. `make bench` runs every section;
+`python -m bench service regression` runs the ones named.
 """
 import sys
 
-from bench import protocol
+from bench import events, kms, protocol, regression, scale, service
+
+SECTIONS = {"protocol": protocol.run, "service": service.run, "regression": regression.run, "kms": kms.run,
+            "scale": scale.run, "events": events.run}
 
 
 def main(argv):
-    sections = {"protocol": protocol.run}
-    try:
-        from bench import kms, scale, service
-        sections["service"] = service.run
-        sections["kms"] = kms.run
-        sections["scale"] = scale.run
-    except ImportError:
-        pass
-    try:
-        from bench import events
-        sections["events"] = events.run
-    except ImportError:
-        pass
-    chosen = argv[1:] or list(sections)
-    for name in chosen:
-        sections[name]()
+    for name in argv[1:] or list(SECTIONS):
+        SECTIONS[name]()
 
 
 if __name__ == "__main__":

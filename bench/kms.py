@@ -14,8 +14,7 @@ import time
 from collections import Counter
 
 
-from bench.service import _Context, proxy_event, timed_batches
-from bench.timing import BotocoreMeter, bench_table
+from bench.timing import BotocoreMeter, LambdaContext, bench_table, proxy_event, timed_batches
 from devstack import MotoServer, aws_environment
 from tests.support import Merchant
 
@@ -40,8 +39,6 @@ def measure():
     os.environ.update(aws_environment(moto.url))
     os.environ.update({"ORDERS_TABLE": TABLE, "PUBLIC_BASE_URL": "https://pay.example"})
     import boto3
-
-    from chalicelib import store
     ddb, sm, kms = boto3.client("dynamodb"), boto3.client("secretsmanager"), boto3.client("kms")
     bench_table(ddb, TABLE)
     merchant = Merchant()
@@ -61,7 +58,7 @@ def measure():
 
     for secret_id in SECRETS.values():  # warm: clients, both secrets, the local key parsed
         os.environ["ALIPAY_SECRET_ID"] = secret_id
-        assert handler(event(f"W{next(counter)}"), _Context())["statusCode"] == 201
+        assert handler(event(f"W{next(counter)}"), LambdaContext())["statusCode"] == 201
     meter = BotocoreMeter()
     own = {name: [] for name in SECRETS}
     calls = {name: Counter() for name in SECRETS}
@@ -74,7 +71,7 @@ def measure():
 
         def timed(state):
             start = time.perf_counter_ns()
-            answer = handler(state["event"], _Context())
+            answer = handler(state["event"], LambdaContext())
             state["wall"] = time.perf_counter_ns() - start
             assert answer["statusCode"] == 201, answer
 

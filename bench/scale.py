@@ -99,7 +99,6 @@ def free_port():
 def worker_throughput(ddb, sm, orders=200):
     """Due orders worked by one in-process worker against the local sandbox (each: a query, then
     the next step of its backoff); gateway calls counted at the HTTP layer."""
-    from chalicelib import store
     from chalicelib.alipay import keys
     from chalicelib.alipay.client import GatewayClient
     from chalicelib.service import Backend, Context, create, reconcile

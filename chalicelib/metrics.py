@@ -1,12 +1,13 @@
 """CloudWatch metrics as Embedded Metric Format (EMF) lines, written by hand: no agent, no
 dependency, nothing at cold start. Each invocation collects its counts and timings in memory and
-writes them when it ends, one JSON line per set of dimension values it used (usually one or two),
-straight to stdout: CloudWatch reads an EMF line only when the whole log event is that JSON.
+writes them when it ends, usually as one JSON line (more only when two sets of dimension values
+conflict), straight to stdout: CloudWatch reads an EMF line only when the whole log event is that JSON.
 
 Dimensions stay few and bounded: Stage and Function always, plus at most one of Outcome, Product,
 Method and Code, Reason (each from a closed set). Never an order number. Every metric name the code
 may emit is in NAMES, so the template's alarms can be checked against it.
 """
+import functools
 import json
 import os
 import sys
@@ -37,6 +38,7 @@ NAMES = {
     "EventsFailed": (COUNT, ()),
 }
 
+_DIMENSIONS = {name: frozenset(dimensions) for name, (_, dimensions) in NAMES.items()}
 _local = threading.local()
 
 
@@ -46,23 +48,41 @@ class Recorder:
         self.sets = {}  # tuple of (dimension, value) -> {metric name: value or [values]}
 
     def add(self, name, value, dimensions):
-        unit, expected = NAMES[name]  # an unknown name is a defect: KeyError
-        if tuple(sorted(dimensions)) != tuple(sorted(expected)):
-            raise ValueError(f"metric {name} takes dimensions {expected}, not {tuple(dimensions)}")
-        key = tuple(sorted((k, str(v)) for k, v in dimensions.items()))
-        values = self.sets.setdefault(key, {})
-        if unit == MILLISECONDS:
+        if dimensions.keys() != _DIMENSIONS[name]:  # an unknown name is a defect: KeyError
+            raise ValueError(f"metric {name} takes dimensions {NAMES[name][1]}, not {tuple(dimensions)}")
+        key = tuple(sorted((k, str(v)) for k, v in dimensions.items())) if dimensions else ()
+        values = self.sets.get(key)
+        if values is None:
+            values = self.sets[key] = {}
+        if NAMES[name][0] == MILLISECONDS:
             values.setdefault(name, []).append(value)
         else:
             values[name] = values.get(name, 0) + value
 
     def lines(self, timestamp_ms):
+        """As few lines as EMF allows: one line carries several sets, a directive each, when their
+        dimension values agree and their metric names differ (each is a member of the line's root)."""
+        merged = []  # (root members, directives)
         for key, values in self.sets.items():
-            dimensions = dict(self.base, **dict(key))
-            directive = {"Namespace": NAMESPACE, "Dimensions": [list(dimensions)],
-                         "Metrics": [{"Name": name, "Unit": NAMES[name][0]} for name in values]}
-            yield json.dumps({"_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": [directive]},
-                              **dimensions, **values}, separators=(",", ":"))
+            for root, directives in merged:
+                if all(root.get(k, v) == v for k, v in key) and not values.keys() & root.keys():
+                    break
+            else:
+                root, directives = dict(self.base), []
+                merged.append((root, directives))
+            root.update(key)
+            root.update(values)
+            directives.append(_directive(tuple(self.base) + tuple(k for k, _ in key), tuple(values)))
+        for root, directives in merged:
+            members = json.dumps(root, separators=(",", ":"))
+            yield f'{{"_aws":{{"Timestamp":{timestamp_ms},"CloudWatchMetrics":[{",".join(directives)}]}},{members[1:]}'
+
+
+@functools.lru_cache(maxsize=512)
+def _directive(dimensions, names):
+    """A metric directive's JSON: the same few combinations recur, so each is written once."""
+    return json.dumps({"Namespace": NAMESPACE, "Dimensions": [list(dimensions)],
+                       "Metrics": [{"Name": name, "Unit": NAMES[name][0]} for name in names]}, separators=(",", ":"))
 
 
 def begin(function, request_id=None):

@@ -45,16 +45,19 @@ def beijing_timestamp(now=None):
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if now.tzinfo is None:
         raise ValueError("a timezone-aware time is needed")
-    return now.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+    return now.astimezone(BEIJING).isoformat(" ", "seconds")[:19]
+
+
+_GMT = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
 
 
 def parse_beijing_time(value):
     """Alipay's `gmt_*` (Beijing time, maybe with `.S`) as an aware datetime, or None."""
-    if not value:
+    match = _GMT.fullmatch(value) if value else None
+    if match is None:
         return None
-    for layout in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"):
-        try:
-            return datetime.datetime.strptime(value, layout).replace(tzinfo=BEIJING)
-        except ValueError:
-            continue
-    return None
+    *fields, fraction = match.groups()
+    try:
+        return datetime.datetime(*map(int, fields), int((fraction or "0").ljust(6, "0")), tzinfo=BEIJING)
+    except ValueError:  # a month 13, a February 30
+        return None

@@ -42,14 +42,16 @@ def parse_form(raw, max_bytes=MAX_BODY_BYTES):
     except UnicodeDecodeError:
         raise MalformedMessage("charset is not ASCII") from None
     fields = {}
-    for part in raw.split(b"&"):
+    # '+' becomes a space before percent-decoding, so that %2B stays a literal '+' (§3.3).
+    for part in raw.replace(b"+", b" ").split(b"&"):
         if not part:
             continue
         key, sep, value = part.partition(b"=")
         if not sep or not key:
             raise MalformedMessage("a field without '=' or without a name")
         try:
-            name, text = _unquote(key).decode(codec), _unquote(value).decode(codec)
+            name = (unquote_to_bytes(key) if b"%" in key else key).decode(codec)
+            text = (unquote_to_bytes(value) if b"%" in value else value).decode(codec)
         except UnicodeDecodeError:
             raise MalformedMessage(f"a field is not valid {codec}") from None
         if name in fields:
@@ -59,7 +61,6 @@ def parse_form(raw, max_bytes=MAX_BODY_BYTES):
 
 
 def _unquote(raw):
-    # '+' becomes a space before percent-decoding, so that %2B stays a literal '+' (§3.3).
     raw = raw.replace(b"+", b" ")
     return unquote_to_bytes(raw) if b"%" in raw else raw
 

@@ -30,6 +30,10 @@ from chalicelib.store import OrderStore, valid_out_trade_no
 # Lines go to whatever handler the root logger has: Lambda's (CloudWatch) or chalice local's.
 log = logging.getLogger("chalice_alipay")
 log.setLevel(logging.INFO)
+# Our lines carry what they need in their JSON: the logging module need not look up, for every
+# line, the calling frame, thread and process (the logging HOWTO, "Optimization").
+logging._srcfile = None
+logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 _BOTO_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
 
@@ -50,11 +54,14 @@ def utc_now():
 
 
 def iso(moment):
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """`2026-12-01T09:30:00.000Z`: UTC to the millisecond, how the table keeps time."""
+    return moment.astimezone(datetime.timezone.utc).isoformat("T", "milliseconds")[:23] + "Z"
 
 
 def parse_iso(text):
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    if not text.endswith("Z"):
+        raise ValueError(f"not a UTC time: {text!r}")
+    return datetime.datetime.fromisoformat(text[:-1]).replace(tzinfo=datetime.timezone.utc)
 
 
 class Backend:
