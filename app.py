@@ -117,7 +117,8 @@ def _json_body():
         body = json.loads(raw or b"null")
     except ValueError:
         raise InvalidRequest("the body is not JSON", "body") from None
-    field = _invalid_text(body)
+    # Only a \u escape or non-ASCII bytes can put a lone surrogate in the parsed text.
+    field = None if raw.isascii() and b"\\u" not in raw else _invalid_text(body)
     if field is not None:
         raise InvalidRequest("the text is not valid Unicode (a lone surrogate)", field or "body")
     return body

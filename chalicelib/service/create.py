@@ -35,7 +35,8 @@ def create_order(ctx, actor, body, idempotency_key, base_url):
     if request["product"] == "legacy" and not merchant.legacy_enabled:
         raise NotSupported("the legacy product needs partner and md5_key in the secret", "product")
     now = ctx.clock()
-    epoch = int(now.timestamp())
+    epoch, created_at = int(now.timestamp()), iso(now)
+    deadline = now + datetime.timedelta(seconds=timeout_seconds(request["timeout_express"]))
     out_trade_no = request.get("out_trade_no") or _new_out_trade_no(now)
     order = {
         "out_trade_no": out_trade_no, "status": orders.WAIT_BUYER_PAY, "product": request["product"],
@@ -43,14 +44,13 @@ def create_order(ctx, actor, body, idempotency_key, base_url):
         "timeout_express": request["timeout_express"], "body": request.get("body"),
         "passback_params": request.get("passback_params"), "quit_url": request.get("quit_url"),
         "store_id": request.get("store_id"), "terminal_id": request.get("terminal_id"),
-        "created_at": iso(now), "updated_at": iso(now),
-        "expires_at": iso(now + datetime.timedelta(seconds=timeout_seconds(request["timeout_express"]))),
+        "created_at": created_at, "updated_at": created_at, "expires_at": iso(deadline),
         "actor": actor, "request_hash": _request_hash(request), "version": 0,
     }
     if order["product"] != "legacy":  # the reconciler leaves legacy orders alone (contract)
         created = now.timestamp()
         order.update(store.schedule(out_trade_no, orders.next_check(created, created, orders.QUERY_BACKOFF,
-                                                                    expires_at(order).timestamp())))
+                                                                    deadline.timestamp())))
     # The idempotency record remembers the whole request, an explicit out_trade_no included: the
     # same key with another out_trade_no is another request (contract: 409).
     idempotency = ((idempotency_key, _request_hash(request, with_out_trade_no=True), epoch + IDEMPOTENCY_TTL_SECONDS)
