@@ -28,11 +28,15 @@ def run(rounds=5, baseline=BASELINE):
             return
         subprocess.run(["tar", "-x", "-C", earlier], input=archive, check=True)
         medians = {"now": [], "then": []}
+        sides = [("then", earlier), ("now", ROOT)]
         for _ in range(rounds):
-            for side, tree in (("then", earlier), ("now", ROOT)):
-                out = subprocess.run([sys.executable, "-m", "bench.regression", tree], cwd=ROOT, check=True,
-                                     capture_output=True, text=True).stdout
-                medians[side].append(json.loads(out.strip().splitlines()[-1]))
+            for side, tree in sides:
+                done = subprocess.run([sys.executable, "-m", "bench.regression", tree], cwd=ROOT,
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"the {side} round failed:\n{done.stderr[-3000:]}")
+                medians[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            sides.reverse()  # neither side always goes first
     for name in ("create", "notify"):
         now = statistics.median(m[name] for m in medians["now"])
         then = statistics.median(m[name] for m in medians["then"])

@@ -37,6 +37,13 @@ class Service:
 
     def __init__(self):
         self.moto = MotoProcess().start()
+        try:
+            self._provision()
+        except BaseException:
+            self.moto.stop()
+            raise
+
+    def _provision(self):
         os.environ.update(aws_environment(self.moto.url))
         os.environ.update({"ORDERS_TABLE": TABLE, "ALIPAY_SECRET_ID": SECRET, "PUBLIC_BASE_URL": "https://pay.example"})
         import boto3
@@ -131,6 +138,7 @@ def run():
     # JSON log line and an EMF line. Added to a floor they are the least any Chalice app can do.
     floor_app = Chalice(app_name="floor")
     log = logging.getLogger("bench_floor")
+    log.setLevel(logging.INFO)  # as ours: its lines are formatted and written (bench.timing.lambda_log_handler)
 
     @floor_app.route("/alipay/notify", methods=["POST"], content_types=[FORM])
     def empty_notify():
@@ -166,21 +174,23 @@ def run():
         return None
 
     ours = service.steps()
-    times = timed_batches({
-        "create": ours["create"],
-        "create_floor": (service.create_setup, floor_create, service.delete_partition),
-        "create_least": (service.create_setup, lambda state: (floor_create(state), floor_route_lines(state)),
-                         service.delete_partition),
-        "notify": ours["notify"],
-        "notify_floor": (service.notify_setup, floor_notify, service.delete_partition),
-        "notify_least": (service.notify_setup, lambda state: (floor_notify(state), floor_route_lines(state)),
-                         service.delete_partition),
-        "tampered": (tampered_setup, tampered, nothing),
-        "tampered_floor": (tampered_setup, floor_tampered, nothing),
-        "tampered_least": (tampered_setup, lambda state: (parse_and_verify(state[2]), floor_route_lines(state)),
-                           nothing),
-    })
-    service.stop()
+    try:
+        times = timed_batches({
+            "create": ours["create"],
+            "create_floor": (service.create_setup, floor_create, service.delete_partition),
+            "create_least": (service.create_setup, lambda state: (floor_create(state), floor_route_lines(state)),
+                             service.delete_partition),
+            "notify": ours["notify"],
+            "notify_floor": (service.notify_setup, floor_notify, service.delete_partition),
+            "notify_least": (service.notify_setup, lambda state: (floor_notify(state), floor_route_lines(state)),
+                             service.delete_partition),
+            "tampered": (tampered_setup, tampered, nothing),
+            "tampered_floor": (tampered_setup, floor_tampered, nothing),
+            "tampered_least": (tampered_setup, lambda state: (parse_and_verify(state[2]), floor_route_lines(state)),
+                               nothing),
+        })
+    finally:
+        service.stop()
     print("own time: the wall time less the time inside botocore's calls (goals, issue 17: create and notify "
           "1.5x, tampered 1.2x)")
     for name, label in (("create", "POST /orders (app) vs sign + put_item"),
@@ -219,25 +229,24 @@ ddb.put_item(TableName=os.environ["ORDERS_TABLE"], Item={"pk": {"S": "ORDER#" + 
 
 def cold_start(rounds=7):
     """A fresh process serving its first create, against the bare work a first create needs."""
-    moto = MotoProcess().start()
-    env = dict(os.environ, **aws_environment(moto.url))
-    import boto3
-    ddb = boto3.client("dynamodb", endpoint_url=moto.url)
-    bench_table(ddb, TABLE)
-    merchant = Merchant()
-    merchant.put(boto3.client("secretsmanager", endpoint_url=moto.url), SECRET)
-    times = {"ours": [], "floor": []}
-    for index in range(rounds):
-        for name, script in (("ours", COLD_OURS), ("floor", COLD_FLOOR)):
-            no = f"C{name}{index}"
-            body = json.dumps({"product": "app", "subject": "cold", "total_amount": "1.00", "out_trade_no": no})
-            event = proxy_event("POST", "/orders", {**merchant.auth, "Content-Type": "application/json",
-                                                    "Host": "pay.example"}, body.encode(), "/orders")
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True,
-                           env=dict(env, BENCH_EVENT=json.dumps(event), BENCH_NO=no))
-            times[name].append((time.perf_counter() - start) * 1000)
-    moto.stop()
+    with MotoProcess() as moto:
+        env = dict(os.environ, **aws_environment(moto.url))
+        import boto3
+        ddb = boto3.client("dynamodb", endpoint_url=moto.url)
+        bench_table(ddb, TABLE)
+        merchant = Merchant()
+        merchant.put(boto3.client("secretsmanager", endpoint_url=moto.url), SECRET)
+        times = {"ours": [], "floor": []}
+        for index in range(rounds):
+            for name, script in (("ours", COLD_OURS), ("floor", COLD_FLOOR)):
+                no = f"C{name}{index}"
+                body = json.dumps({"product": "app", "subject": "cold", "total_amount": "1.00", "out_trade_no": no})
+                event = proxy_event("POST", "/orders", {**merchant.auth, "Content-Type": "application/json",
+                                                        "Host": "pay.example"}, body.encode(), "/orders")
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True,
+                               env=dict(env, BENCH_EVENT=json.dumps(event), BENCH_NO=no))
+                times[name].append((time.perf_counter() - start) * 1000)
     ours, floor = statistics.median(times["ours"]), statistics.median(times["floor"])
     print(f"{'cold start: first create in a fresh process':<44} ours {ours:7.0f} ms | floor {floor:7.0f} ms | "
           f"ratio {ours / floor:5.2f}")

@@ -3,6 +3,7 @@ regression section loads it before it puts another checkout of the project on th
 import base64
 import contextlib
 import gc
+import logging
 import os
 import statistics
 import subprocess
@@ -74,22 +75,25 @@ def bench_table(ddb, name):
 
 
 class MotoProcess:
-    """A moto server in a process of its own. In the benchmark's process its threads would take
-    the GIL from the code being timed (serving, closing connections) and moto's cost would show
-    up as ours; each section also starts from empty moto backends."""
+    """A moto server in a process of its own, on a port it binds itself. In the benchmark's
+    process its threads would take the GIL from the code being timed, and moto's cost would show
+    up as ours; each section also starts from empty moto backends. A context manager; the server
+    also stops when this process ends (it reads stdin until EOF)."""
 
     def __init__(self):
-        from devstack import free_port
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._process = None
+        self.url, self._process = None, None
 
     def start(self):
-        from devstack import ROOT, wait_until_up
-        script = ("import sys, threading; from devstack import MotoServer; "
-                  f"MotoServer({self.port}).start(); sys.stdin.read()")
-        self._process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE)
-        wait_until_up(self.url + "/moto-api/", self._process)
+        from devstack import ROOT
+        script = ("import sys; from devstack import MotoServer; "
+                  "print(MotoServer(0).start().port, flush=True); sys.stdin.read()")
+        self._process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)
+        port = self._process.stdout.readline().strip()
+        if not port.isdigit():
+            self.stop()
+            raise RuntimeError("the moto server did not start")
+        self.url = f"http://127.0.0.1:{port}"
         return self
 
     def stop(self):
@@ -98,6 +102,12 @@ class MotoProcess:
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 class LambdaContext:
@@ -128,7 +138,8 @@ def timed_batches(steps, batches=12, per_batch=25):
     times = {name: [] for name in steps}
     gc.disable()
     try:
-        with BotocoreMeter() as meter, open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        with BotocoreMeter() as meter, open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+                lambda_log_handler(sink):
             for _ in range(batches):
                 for name, (setup, timed, cleanup) in steps.items():
                     for _ in range(per_batch):
@@ -142,3 +153,24 @@ def timed_batches(steps, batches=12, per_batch=25):
     finally:
         gc.enable()
     return times
+
+
+@contextlib.contextmanager
+def lambda_log_handler(stream):
+    """Log lines formatted and written as Lambda's Python runtime does (its default text format),
+    to `stream`: a log line costs what it costs in AWS, for ours and the floors alike."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(request_id)s\t%(message)s\n",
+                                           "%Y-%m-%dT%H:%M:%S"))
+    handler.addFilter(_with_request_id)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+def _with_request_id(record):
+    record.request_id = "bench"  # Lambda's runtime adds aws_request_id to every record the same way
+    return True

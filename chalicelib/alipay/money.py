@@ -48,7 +48,7 @@ def beijing_timestamp(now=None):
     return now.astimezone(BEIJING).isoformat(" ", "seconds")[:19]
 
 
-_GMT = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?")
+_GMT = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2}) ([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]{1,6}))?")
 
 
 def parse_beijing_time(value):

@@ -98,6 +98,14 @@ def test_form_quoting_is_exactly_urllibs(text, charset):
     assert pay.form_quote(text, charset) == expected
 
 
+def test_form_quoting_refuses_what_the_charset_cannot_encode_as_urllib_does():
+    for text, charset in (("\ud800", "utf-8"), ("a\udfffb", "utf-8"), ("\U0001f600", "gbk")):
+        with pytest.raises(UnicodeEncodeError):
+            quote_plus(text, encoding=charset)
+        with pytest.raises(UnicodeEncodeError):
+            pay.form_quote(text, charset)
+
+
 @settings(max_examples=30)
 @given(st.text(alphabet="一二三四五六七八九十商品测试 +%&=", min_size=1, max_size=20))
 def test_gbk_bodies_round_trip(subject):
@@ -119,13 +127,14 @@ def test_timestamp_is_beijing_time_whatever_the_input_zone(moment):
     ("2026-12-01 10:00:00", datetime.datetime(2026, 12, 1, 2, 0, 0)),
     ("2026-01-01 07:59:59.5", datetime.datetime(2025, 12, 31, 23, 59, 59, 500000)),
     ("2026-06-30 23:00:00.123456", datetime.datetime(2026, 6, 30, 15, 0, 0, 123456)),
+    ("2026-6-3 9:05:0", datetime.datetime(2026, 6, 3, 1, 5, 0)),  # unpadded, as strptime read it
 ])
 def test_alipay_times_are_read_as_beijing_time(text, utc):
     assert money.parse_beijing_time(text) == utc.replace(tzinfo=datetime.timezone.utc)
 
 
 @pytest.mark.parametrize("text", ["", None, "2026-13-01 10:00:00", "2026-02-30 10:00:00", "2026-12-01T10:00:00",
-                                  "2026-12-01 10:00:0", "2026-12-01 10:00:00.", "2026-12-01 10:00:00Z"])
+                                  "2026-12-01 10:00:00.", "2026-12-01 10:00:00Z", "2026-12-01  10:00:00"])
 def test_what_is_not_an_alipay_time_is_none(text):
     assert money.parse_beijing_time(text) is None
 
@@ -137,8 +146,9 @@ def test_stored_times_are_utc_to_the_millisecond_and_read_back(moment):
     text = service.iso(moment)
     assert text == moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     assert service.parse_iso(text) == moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-    with pytest.raises(ValueError):
-        service.parse_iso(text[:-1])
+    for other in (text[:-1], text[:-1] + "+08:00Z", text[:10] + "Z", text + "Z", text.replace("T", " ")):
+        with pytest.raises(ValueError):
+            service.parse_iso(other)
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])
