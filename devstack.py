@@ -75,6 +75,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def port_in_use(port):
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def wait_until_up(url, process=None, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -336,6 +345,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.reload:  # a .pyc this process writes under the project later would restart the API too
         sys.dont_write_bytecode = True
+    busy = [f"{port} ({name})" for name, port in (("PORT", args.port), ("SANDBOX_PORT", args.sandbox_port),
+                                                  ("MOTO_PORT", args.moto_port), ("SHOP_PORT", args.shop_port))
+            if port_in_use(port)]
+    if busy:
+        print(f"port {', '.join(busy)} in use: another stack running? Stop it, or choose other ports, e.g. "
+              f"make run PORT=8100 SANDBOX_PORT=8101 MOTO_PORT=5105 SHOP_PORT=8102", file=sys.stderr)
+        return 1
     stack = Stack(args.workdir, args.port, args.sandbox_port, args.moto_port, args.shop_port, args.time_factor,
                   cert_mode=args.cert_mode, signer=args.signer, keep_state=args.keep_state, reload=args.reload)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -109,11 +109,21 @@ def redirecting(out_trade_no, form):
     return page("正在前往支付宝 Redirecting to Alipay", body)
 
 
-def failure(message):
+def failure(message, back="/"):
     body = ('<div class="box"><div class="icon no">!</div><h1>下单失败</h1><p class="sub">The order could not be '
             f'created.</p><p id="error" class="note">{html.escape(message)}</p>'
-            '<div class="actions"><a class="btn" id="back-to-shop" href="/">返回商店 · Back to the shop</a></div></div>')
+            f'<div class="actions"><a class="btn" id="back-to-shop" href="{html.escape(back)}">返回 · Back</a></div></div>')
     return page("下单失败 Order failed", body)
+
+
+def declined(out_trade_no, reason):
+    """A payment code Alipay declined: the order exists (closed), the till charges another code."""
+    body = ('<div class="box"><div class="icon no">×</div><h1>支付未成功</h1><p class="sub">Alipay declined this '
+            'payment code; ask the buyer for another.</p>'
+            f'<dl><dt>订单号 Order</dt><dd><code id="out_trade_no">{html.escape(out_trade_no)}</code></dd></dl>'
+            f'<p id="error" class="note">{html.escape(reason)}</p>'
+            '<div class="actions"><a class="btn" id="back-to-pos" href="/pos">再收一次 · Charge again</a></div></div>')
+    return page("支付未成功 Payment declined", body)
 
 
 def result(out_trade_no):

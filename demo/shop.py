@@ -100,8 +100,9 @@ class Shop:
             return Response(status=303, headers={"Location": f"/result?out_trade_no={out_trade_no}"})
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
         reason = " ".join(part for part in (error.get("sub_msg"), error.get("sub_code")) if part)
-        # Shown, not failed: a declined code is an everyday answer at a till (the page says why).
-        return self._html(pages.failure(reason or error.get("message") or json.dumps(answer)))
+        if error.get("code") == "payment_declined":  # an everyday answer at a till: the page says why
+            return self._html(pages.declined(out_trade_no, reason or error.get("message", "")))
+        return self._html(pages.failure(error.get("message") or json.dumps(answer), back="/pos"), status=502)
 
     def on_result(self, request):
         return self._html(pages.result(request.args.get("out_trade_no", "")))

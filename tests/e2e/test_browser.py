@@ -144,6 +144,11 @@ def test_the_point_of_sale_charges_a_scanned_code_and_watches_it_settle(tab, sta
     page.click("#charge")
     page.wait_for_selector("#error")
     assert "ACQ.BUYER_BALANCE_NOT_ENOUGH" in page.inner_text("#error")
+    declined = page.inner_text("#out_trade_no")  # the order exists, closed; the till goes back to charge again
+    assert api.order(declined)["status"] == "TRADE_CLOSED"
+    tab.shot("pos-declined")
+    page.click("#back-to-pos")
+    page.wait_for_selector("#auth_code")
 
 
 def test_the_page_taking_the_buyer_to_alipay(browser, stack, request):

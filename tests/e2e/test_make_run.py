@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -250,3 +251,16 @@ def wait_for_health(client, timeout=60):
         except urllib3.exceptions.HTTPError:
             time.sleep(0.2)
     return False
+
+
+def test_a_port_already_taken_is_named_with_its_setting_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "devstack.py", "--moto-port", str(port), "--port", str(free_port()),
+                               "--sandbox-port", str(free_port()), "--shop-port", str(free_port()),
+                               "--workdir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port} (MOTO_PORT) in use" in done.stderr and "MOTO_PORT=" in done.stderr
+    assert not (tmp_path / "run").exists()  # nothing was started
