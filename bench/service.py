@@ -151,7 +151,7 @@ def run():
         print(json.dumps({"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
             "Namespace": "Bench", "Dimensions": [["Stage", "Function", "Outcome"]],
             "Metrics": [{"Name": "Notifications", "Unit": "Count"}]}]}, "Stage": "local", "Function": "api_handler",
-            "Outcome": "applied", "Notifications": 1}, separators=(",", ":")))
+            "Outcome": "applied", "Notifications": 1}, separators=(",", ":")), flush=True)  # Lambda flushes each write
         return Response("success", status_code=200, headers={"Content-Type": "text/plain"})
 
     def floor_route_lines(state):
