@@ -8,8 +8,6 @@ price for asymmetric requests.
 """
 import json
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -27,13 +25,6 @@ KMS_PRICE_PER_10K = (0.15, 0.03)
 
 
 def run():
-    """In a fresh process: the app object keeps its AWS clients per process, and an earlier
-    section's moto server is gone by now."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-c", "from bench import kms; kms.measure()"], cwd=root, check=True)
-
-
-def measure():
     print("== kms (POST /orders, app key in KMS vs in the secret; own time = outside botocore)", flush=True)
     moto = MotoServer().start()
     os.environ.update(aws_environment(moto.url))
