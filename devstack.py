@@ -76,7 +76,10 @@ def free_port():
 
 
 def port_in_use(port):
+    """Something listens on it. SO_REUSEADDR as the servers set it: the connections a stack just
+    stopped left in TIME_WAIT do not count."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
