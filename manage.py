@@ -131,13 +131,13 @@ def keygen(args):
 
 def kms_keygen(args):
     """An RSA_2048 SIGN_VERIFY key in KMS, named alias/chalice-alipay-STAGE (the alias the stage's
-    policy lets the signing functions use, .chalice/policy-signing-STAGE.json); prints the one-line
-    public key for Alipay's console.
-    An alias that already exists is not moved: its key's public key is printed again."""
+    policies let the signing functions use: deploy/policies.py); prints the one-line public key for
+    Alipay's console. An alias that already exists is not moved: its key's public key is printed again."""
     from chalicelib.alipay import keys
     from chalicelib.signers import KEY_SPEC, KEY_USAGE, KmsSigner
+    from deploy import resources
     kms = _client("kms")
-    alias = f"alias/chalice-alipay-{args.stage}"
+    alias = resources.key_alias(args.stage)
     try:
         key_id = kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
         print(f"{alias} already names {key_id}: not creating another key", file=sys.stderr)
@@ -303,8 +303,14 @@ PROJECT_DIR = pathlib.Path(__file__).resolve().parent
 def deploy_prepare(args):
     """Before `chalice deploy`: the table, the queues, the secret (no value), the names in the
     stage's config (deploy/prepare.py)."""
+    from chalicelib import store
     from deploy import prepare
-    for line in prepare.prepare(args.stage, _client, args.project_dir):
+    try:
+        lines = prepare.prepare(args.stage, _client, args.project_dir)
+    except store.TableLayoutError as error:
+        print(f"deploy-prepare: {error}", file=sys.stderr)
+        return 1
+    for line in lines:
         print(line)
     return 0
 

@@ -15,7 +15,8 @@ import time
 
 from botocore.exceptions import ClientError
 
-from deploy import resources, stageconfig
+from chalicelib import streams
+from deploy import aws, resources, stageconfig
 
 # The statement ids the Lambda console gives these two permissions: a URL made there counts too.
 URL_PERMISSIONS = {
@@ -32,37 +33,28 @@ class NotDeployed(Exception):
     """What deploy-finish works on is not there: `chalice deploy` has not run (or failed early)."""
 
 
-def finish(stage, aws, project_dir, sleep=time.sleep):
-    """`aws(name)` gives a boto3 client. Returns the lines to print."""
-    lambda_ = aws("lambda")
+def finish(stage, client, project_dir, sleep=time.sleep):
+    """`client(name)` gives a boto3 client. Returns the lines to print."""
+    lambda_ = client("lambda")
     url, lines = ensure_function_url(lambda_, resources.function_name(stage, NOTIFY_FUNCTION))
     for worker in resources.workers(stage):
         lines += ensure_mapping(lambda_, resources.function_name(stage, worker.function),
-                                _queue_arn(aws("sqs"), worker.queue.name), worker.queue.name, worker.mapping, sleep)
-    stream = aws("dynamodb").describe_table(TableName=resources.table_name(stage))["Table"].get("LatestStreamArn")
-    if stream:  # the order events publisher reads it (deploy-prepare turned it on)
-        dead_letter = _queue_arn(aws("sqs"), resources.events_dead_letter(stage).name)
-        lines += ensure_mapping(lambda_, resources.function_name(stage, resources.PUBLISHER_FUNCTION), stream,
-                                "the orders stream", resources.publisher_mapping(dead_letter), sleep)
+                                aws.queue_arn(client("sqs"), worker.queue.name), worker.queue.name, worker.mapping, sleep)
+    try:
+        stream = streams.latest_stream_arn(client("dynamodb"), resources.table_name(stage))
+    except streams.NoStream:
+        raise NotDeployed(f"{resources.table_name(stage)} has no stream: run `manage.py deploy-prepare` first") from None
+    dead_letter = aws.queue_arn(client("sqs"), resources.events_dead_letter(stage).name)
+    lines += ensure_mapping(lambda_, resources.function_name(stage, resources.PUBLISHER_FUNCTION), stream,
+                            "the orders stream", resources.publisher_mapping(dead_letter), sleep)
     return lines + _urls(stage, project_dir, url)
 
 
-def _queue_arn(sqs, name):
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-
-def _code(error):
-    return error.response["Error"]["Code"]
-
-
 def _function_arn(lambda_, function):
-    try:
-        return lambda_.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
-    except ClientError as error:
-        if _code(error) == "ResourceNotFoundException":
-            raise NotDeployed(f"function {function} does not exist: run `chalice deploy` first") from error
-        raise
+    arn = aws.function_arn(lambda_, function)
+    if arn is None:
+        raise NotDeployed(f"function {function} does not exist: run `chalice deploy` first")
+    return arn
 
 
 def ensure_function_url(lambda_, function):
@@ -75,7 +67,7 @@ def ensure_function_url(lambda_, function):
             config = lambda_.update_function_url_config(FunctionName=function, AuthType="NONE")
             lines.append(f"function URL of {function}: AuthType set to NONE")
     except ClientError as error:
-        if _code(error) != "ResourceNotFoundException":
+        if aws.code(error) != "ResourceNotFoundException":
             raise
         config = lambda_.create_function_url_config(FunctionName=function, AuthType="NONE")
         lines.append(f"function URL of {function}: created")
@@ -91,7 +83,7 @@ def _statement_ids(lambda_, function):
     try:
         policy = json.loads(lambda_.get_policy(FunctionName=function)["Policy"])
     except ClientError as error:
-        if _code(error) == "ResourceNotFoundException":  # no resource policy yet
+        if aws.code(error) == "ResourceNotFoundException":  # no resource policy yet
             return set()
         raise
     return {statement.get("Sid") for statement in policy.get("Statement", [])}

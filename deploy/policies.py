@@ -19,6 +19,7 @@ import pathlib
 import sys
 
 from chalicelib import store
+from deploy import resources
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STAGES = ("dev", "prod")
@@ -36,19 +37,15 @@ FUNCTIONS = {"api_handler": "api", "reconcile": "pass", "reconcile_worker": "wor
              "publish_events": "events"}
 
 
-def queue_name(queue, stage):
-    return f"chalice-alipay-{queue}-{stage}"
-
-
 def file_name(kind, stage):
     return f"policy-{kind}-{stage}.json" if kind else f"policy-{stage}.json"
 
 
 def policy(kind, stage):
-    table = f"arn:aws:dynamodb:*:*:table/alipay-orders-{stage}"
+    table = f"arn:aws:dynamodb:*:*:table/{resources.table_name(stage)}"
+    functions = f"arn:aws:logs:*:*:log-group:/aws/lambda/{resources.function_name(stage, '*')}"
     logs = {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [f"arn:aws:logs:*:*:log-group:/aws/lambda/chalice-alipay-{stage}-*",
-                         f"arn:aws:logs:*:*:log-group:/aws/lambda/chalice-alipay-{stage}-*:*"]}
+            "Resource": [functions, f"{functions}:*"]}
     if kind == "events":
         return {"Version": "2012-10-17", "Statement": _publisher(stage, table) + [logs]}
     statements = [
@@ -56,17 +53,17 @@ def policy(kind, stage):
          "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
          "Resource": [table, f"{table}/index/{store.DUE_INDEX}"]},
         {"Sid": "MerchantSecret", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-         "Resource": [f"arn:aws:secretsmanager:*:*:secret:alipay/merchant-{stage}-??????"]},
+         "Resource": [f"arn:aws:secretsmanager:*:*:secret:{resources.secret_name(stage)}-??????"]},
         logs,
     ]
     signs, queues = KINDS[kind]
     for queue, actions in queues.items():
         statements.append({"Sid": f"{queue.capitalize()}Queue", "Effect": "Allow", "Action": actions,
-                           "Resource": [f"arn:aws:sqs:*:*:{queue_name(queue, stage)}"]})
+                           "Resource": [f"arn:aws:sqs:*:*:{resources.queue_name(queue, stage)}"]})
     if signs:
         statements.append({
             "Sid": "AppKeySign", "Effect": "Allow", "Action": ["kms:Sign"], "Resource": ["arn:aws:kms:*:*:key/*"],
-            "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/chalice-alipay-{stage}"},
+            "Condition": {"ForAnyValue:StringEquals": {"kms:ResourceAliases": resources.key_alias(stage)},
                           "StringEquals": {"kms:SigningAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256"}}})
     return {"Version": "2012-10-17", "Statement": statements}
 
@@ -80,9 +77,9 @@ def _publisher(stage, table):
          "Resource": [f"{table}/stream/*"]},
         {"Sid": "OrderEventsOrders", "Effect": "Allow", "Action": ["dynamodb:BatchGetItem"], "Resource": [table]},
         {"Sid": "OrderEventsBus", "Effect": "Allow", "Action": ["events:PutEvents"],
-         "Resource": [f"arn:aws:events:*:*:event-bus/chalice-alipay-{stage}"]},
+         "Resource": [f"arn:aws:events:*:*:event-bus/{resources.event_bus_name(stage)}"]},
         {"Sid": "OrderEventsDeadLetter", "Effect": "Allow", "Action": ["sqs:SendMessage"],
-         "Resource": [f"arn:aws:sqs:*:*:chalice-alipay-{stage}-events-dlq"]},
+         "Resource": [f"arn:aws:sqs:*:*:{resources.events_dead_letter(stage).name}"]},
     ]
 
 

@@ -17,21 +17,21 @@ import time
 
 from botocore.exceptions import ClientError
 
-from chalicelib import store
+from chalicelib import store, streams
 from chalicelib.service import publish
-from deploy import resources, stageconfig
+from deploy import aws, resources, stageconfig
 
 
-def prepare(stage, aws, project_dir, sleep=time.sleep):
-    """`aws(name)` gives a boto3 client. Returns the lines to print."""
+def prepare(stage, client, project_dir, sleep=time.sleep):
+    """`client(name)` gives a boto3 client. Returns the lines to print."""
     table = resources.table(stage)
-    lines, environment = ensure_table(aws("dynamodb"), table, sleep)
+    lines, environment = ensure_table(client("dynamodb"), table, sleep)
     for queue in resources.queues(stage):
-        lines += ensure_queue(aws("sqs"), queue)
-    lines += ensure_queue(aws("sqs"), resources.events_dead_letter(stage))
-    lines += [f"event bus: {line}" for line in publish.ensure_bus(aws("events"), resources.event_bus_name(stage))]
-    lines += ensure_secret(aws("secretsmanager"), resources.secret_name(stage))
-    lines += remove_unrecorded_mappings(aws("lambda"), aws("sqs"), stage, project_dir, sleep,
+        lines += ensure_queue(client("sqs"), queue)
+    lines += ensure_queue(client("sqs"), resources.events_dead_letter(stage))
+    lines += [f"event bus: {line}" for line in publish.ensure_bus(client("events"), resources.event_bus_name(stage))]
+    lines += ensure_secret(client("secretsmanager"), resources.secret_name(stage))
+    lines += remove_unrecorded_mappings(client("lambda"), client("sqs"), stage, project_dir, sleep,
                                         stream_arn=environment.get("ORDERS_STREAM_ARN"))
     environment = {**resources.environment(stage), **environment}
     changed = stageconfig.set_environment(project_dir, stage, environment)
@@ -39,15 +39,11 @@ def prepare(stage, aws, project_dir, sleep=time.sleep):
     return lines
 
 
-def _code(error):
-    return error.response["Error"]["Code"]
-
-
 def _describe(dynamodb, name):
     try:
         return dynamodb.describe_table(TableName=name)["Table"]
     except ClientError as error:
-        if _code(error) != "ResourceNotFoundException":
+        if aws.code(error) != "ResourceNotFoundException":
             raise
         return None
 
@@ -60,17 +56,15 @@ def ensure_table(dynamodb, table, sleep=time.sleep):
         if table.kms_encrypted:
             extra["SSESpecification"] = {"Enabled": True, "SSEType": "KMS"}
         if table.stream_view_type:
-            extra["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": table.stream_view_type}
+            extra["StreamSpecification"] = store.stream_specification()
         dynamodb.create_table(**table.definition, **extra)
         dynamodb.get_waiter("table_exists").wait(TableName=table.name)
         lines.append("created")
-    # The index and the TTL (on purge_at, never on an order's expires_at) are store's to judge.
+    # The index, the TTL (on purge_at, never on an order's expires_at) and the stream are store's to judge.
     lines += [line for line in store.ensure_table(dynamodb, table.name) if line != "table is up to date"]
-    description = _describe(dynamodb, table.name)
-    lines += _encryption(dynamodb, table, description)
+    lines += _encryption(dynamodb, table, _describe(dynamodb, table.name))
     lines += _point_in_time_recovery(dynamodb, table, sleep)
-    stream_lines, environment = _stream(dynamodb, table, description)
-    lines += stream_lines
+    environment = {"ORDERS_STREAM_ARN": streams.latest_stream_arn(dynamodb, table.name)} if table.stream_view_type else {}
     return [prefix + line for line in lines or ["up to date"]], environment
 
 
@@ -81,7 +75,7 @@ def _encryption(dynamodb, table, description):
     try:
         dynamodb.update_table(TableName=table.name, SSESpecification={"Enabled": True, "SSEType": "KMS"})
     except ClientError as error:
-        if _code(error) != "ResourceInUseException":
+        if aws.code(error) != "ResourceInUseException":
             raise
         # DynamoDB takes one table update at a time (an index may be building): not a reason to
         # stop the deploy; the next run finishes it.
@@ -102,30 +96,9 @@ def _point_in_time_recovery(dynamodb, table, sleep):
             return ["point-in-time recovery enabled"]
         except ClientError as error:
             # A new table's backups are being enabled for a short while after its creation.
-            if _code(error) != "ContinuousBackupsUnavailableException" or attempt == 9:
+            if aws.code(error) != "ContinuousBackupsUnavailableException" or attempt == 9:
                 raise
             sleep(6)
-
-
-def _stream(dynamodb, table, description):
-    if not table.stream_view_type:
-        return [], {}
-    spec = description.get("StreamSpecification") or {}
-    lines = []
-    if not spec.get("StreamEnabled"):
-        dynamodb.update_table(TableName=table.name,
-                              StreamSpecification={"StreamEnabled": True, "StreamViewType": table.stream_view_type})
-        description = _describe(dynamodb, table.name)
-        lines.append(f"stream enabled ({table.stream_view_type})")
-    elif spec.get("StreamViewType") != table.stream_view_type:
-        # Changing the view type means a new stream (disable, then enable): the admin's decision.
-        lines.append(f"stream is {spec.get('StreamViewType')}, not {table.stream_view_type}: change it by hand")
-    return lines, {"ORDERS_STREAM_ARN": description["LatestStreamArn"]}
-
-
-def _queue_arn(sqs, name):
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
 
 def queue_attributes(sqs, queue):
@@ -136,7 +109,7 @@ def queue_attributes(sqs, queue):
     if queue.retention_seconds is not None:
         attributes["MessageRetentionPeriod"] = str(queue.retention_seconds)
     if queue.dead_letter is not None:
-        attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": _queue_arn(sqs, queue.dead_letter.name),
+        attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": aws.queue_arn(sqs, queue.dead_letter.name),
                                                   "maxReceiveCount": queue.max_receives})
     return attributes
 
@@ -154,7 +127,7 @@ def ensure_queue(sqs, queue):
     try:
         url = sqs.get_queue_url(QueueName=queue.name)["QueueUrl"]
     except ClientError as error:
-        if _code(error) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        if aws.code(error) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
             raise
         sqs.create_queue(QueueName=queue.name, Attributes=attributes)
         return [f"queue {queue.name}: created"]
@@ -171,7 +144,7 @@ def ensure_secret(secrets, name):
     try:
         description = secrets.describe_secret(SecretId=name)
     except ClientError as error:
-        if _code(error) != "ResourceNotFoundException":
+        if aws.code(error) != "ResourceNotFoundException":
             raise
         secrets.create_secret(Name=name, Description=resources.SECRET_DESCRIPTION)
         return [f"secret {name}: created without a value; write it with `manage.py put-secret`"]
@@ -184,17 +157,14 @@ def remove_unrecorded_mappings(lambda_, sqs, stage, project_dir, sleep=time.slee
     """Delete what a failed `chalice deploy` left between a worker's queue (or the orders stream)
     and its function, so that the next one can make it again (messages and records wait meanwhile)."""
     recorded, lines = stageconfig.recorded_event_sources(project_dir, stage), []
-    sources = [(worker.function, _queue_arn(sqs, worker.queue.name), worker.queue.name)
+    sources = [(worker.function, aws.queue_arn(sqs, worker.queue.name), worker.queue.name)
                for worker in resources.workers(stage)]
     if stream_arn:
         sources.append((resources.PUBLISHER_FUNCTION, stream_arn, "the orders stream"))
     for chalice_name, source_arn, label in sources:
         function = resources.function_name(stage, chalice_name)
-        try:
-            function_arn = lambda_.get_function(FunctionName=function)["Configuration"]["FunctionArn"]
-        except ClientError as error:
-            if _code(error) != "ResourceNotFoundException":
-                raise
+        function_arn = aws.function_arn(lambda_, function)
+        if function_arn is None:
             continue  # a first deploy: nothing can be left over
         mappings = lambda_.list_event_source_mappings(EventSourceArn=source_arn,
                                                       FunctionName=function_arn)["EventSourceMappings"]
@@ -213,7 +183,7 @@ def _wait_until_deleted(lambda_, uuid, sleep):
         try:
             lambda_.get_event_source_mapping(UUID=uuid)
         except ClientError as error:
-            if _code(error) == "ResourceNotFoundException":
+            if aws.code(error) == "ResourceNotFoundException":
                 return
             raise
         sleep(2)

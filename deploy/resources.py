@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from chalicelib import store
-from deploy import policies
 
 APP_NAME = "chalice-alipay"
 DAY = 86400
@@ -53,6 +52,15 @@ def secret_name(stage):
     return f"alipay/merchant-{stage}"
 
 
+def key_alias(stage):
+    """The app key in KMS, when it is there (manage.py kms-keygen): the stage's policies name it."""
+    return f"alias/{APP_NAME}-{stage}"
+
+
+def queue_name(kind, stage):
+    return f"{APP_NAME}-{kind}-{stage}"
+
+
 SECRET_DESCRIPTION = "chalice-alipay merchant keys: written by `python manage.py put-secret`"
 
 
@@ -80,7 +88,7 @@ _WORKERS = {"reconcile": ("reconcile_worker", "ReconcileWorker", 60, 5),
 def workers(stage):
     found = []
     for kind, (function, logical_id, timeout, receives) in _WORKERS.items():
-        name = policies.queue_name(kind, stage)
+        name = queue_name(kind, stage)
         dead = Queue(f"{name}-dead", f"{kind.capitalize()}DeadLetters", retention_seconds=14 * DAY)
         queue = Queue(name, f"{kind.capitalize()}Queue", visibility_timeout=6 * timeout,  # at least the worker's timeout; AWS advises six times
                       dead_letter=dead, max_receives=receives)
@@ -101,8 +109,8 @@ def queues(stage):
 def environment(stage):
     """The names the stage's functions read, as `.chalice/config.json` must carry them."""
     return {"ORDERS_TABLE": table_name(stage), "ALIPAY_SECRET_ID": secret_name(stage),
-            "RECONCILE_QUEUE": policies.queue_name("reconcile", stage),
-            "POLL_QUEUE": policies.queue_name("poll", stage), "EVENT_BUS_NAME": event_bus_name(stage)}
+            "RECONCILE_QUEUE": queue_name("reconcile", stage),
+            "POLL_QUEUE": queue_name("poll", stage), "EVENT_BUS_NAME": event_bus_name(stage)}
 
 
 # ---- order events: the bus, the publisher's dead-letter queue and its stream mapping ----------
@@ -111,11 +119,11 @@ PUBLISHER_FUNCTION = "publish_events"
 
 
 def event_bus_name(stage):
-    return f"chalice-alipay-{stage}"
+    return f"{APP_NAME}-{stage}"
 
 
 def events_dead_letter(stage):
-    return Queue(f"chalice-alipay-{stage}-events-dlq", "EventsDeadLetterQueue", retention_seconds=14 * DAY)
+    return Queue(f"{APP_NAME}-{stage}-events-dlq", "EventsDeadLetterQueue", retention_seconds=14 * DAY)
 
 
 def publisher_mapping(dead_letter_arn):

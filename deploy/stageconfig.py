@@ -41,6 +41,7 @@ def api_url(project_dir, stage):
 
 
 def recorded_event_sources(project_dir, stage):
-    """The UUIDs of the SQS event source mappings `chalice deploy` recorded."""
+    """The UUIDs of the event source mappings `chalice deploy` recorded: the workers' queues
+    (sqs_event) and the orders stream (dynamodb_event)."""
     return {resource.get("event_uuid") for resource in _deployed(project_dir, stage)
-            if resource.get("resource_type") == "sqs_event"}
+            if resource.get("resource_type") in ("sqs_event", "dynamodb_event")}

@@ -14,8 +14,6 @@ import sys
 
 from chalicelib import store
 from deploy import operations, resources
-from deploy import resources as stage_resources  # add_order_events names its dict `resources`
-from deploy.resources import secret_name, table_name  # noqa: F401 (the names, for callers of the template)
 
 
 def merge_template(stage):
@@ -35,7 +33,7 @@ def merge_template(stage):
                 "DeletionPolicy": "Retain",
                 "UpdateReplacePolicy": "Retain",
                 "Properties": {
-                    "Name": secret_name(stage),
+                    "Name": resources.secret_name(stage),
                     "Description": resources.SECRET_DESCRIPTION,
                 },
             },
@@ -43,8 +41,7 @@ def merge_template(stage):
             # requires of new URLs since October 2025, lambda:InvokeFunction).
             "Notify": {"Properties": {"FunctionUrlConfig": {"AuthType": "NONE"}}},
             **workers,
-            **operations.resources(stage, [name for name in workers if name.endswith("DeadLetters")]
-                                   + ["EventsDeadLetterQueue"]),
+            **operations.resources(stage, [queue.logical_id for queue in dead_letter_queues(stage)]),
         },
         "Outputs": {
             "NotifyFunctionUrl": {"Description": "give this to Alipay as notify_url (NOTIFY_URL)",
@@ -59,14 +56,6 @@ def merge_template(stage):
 
 # ---- order events (contract, "Order events") ---------------------------------------------------
 
-def event_bus_name(stage):
-    return resources.event_bus_name(stage)
-
-
-def events_dead_letter_queue_name(stage):
-    return resources.events_dead_letter(stage).name
-
-
 # Chalice names the publisher's resources after `@app.on_dynamodb_record(name="publish_events")`.
 PUBLISHER = "PublishEvents"
 PUBLISHER_EVENT_SOURCE = "PublishEventsDynamodbEventSource"
@@ -76,23 +65,25 @@ def add_order_events(template, stage):
     """The table's stream, the bus, the dead-letter queue, and what Chalice cannot set on the
     publisher's event source mapping: its stream (the stand-in ARN of app.py replaced by the
     table's), partial batch failures, bisect on error, bounded retries, the on-failure destination."""
-    resources, outputs = template["Resources"], template["Outputs"]
-    resources["EventBus"] = {"Type": "AWS::Events::EventBus", "Properties": {"Name": event_bus_name(stage)}}
-    resources["EventsDeadLetterQueue"] = {
-        "Type": "AWS::SQS::Queue",
-        "Properties": {"QueueName": events_dead_letter_queue_name(stage), "SqsManagedSseEnabled": True,
-                       "MessageRetentionPeriod": 1209600},  # 14 days, SQS's longest
-    }
-    resources[PUBLISHER] = {"Properties": {"Events": {PUBLISHER_EVENT_SOURCE: {"Properties": {
+    added, outputs = template["Resources"], template["Outputs"]
+    dead_letter = resources.events_dead_letter(stage)
+    added["EventBus"] = {"Type": "AWS::Events::EventBus", "Properties": {"Name": resources.event_bus_name(stage)}}
+    added[dead_letter.logical_id] = _queue(dead_letter)
+    added[PUBLISHER] = {"Properties": {"Events": {PUBLISHER_EVENT_SOURCE: {"Properties": {
         "Stream": {"Fn::GetAtt": ["OrdersTable", "StreamArn"]},
-        **stage_resources.publisher_mapping({"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}),
+        **resources.publisher_mapping({"Fn::GetAtt": [dead_letter.logical_id, "Arn"]}),
     }}}}}
     outputs["EventBusName"] = {"Description": "order events go here: add your rules to this bus (EVENT_BUS_NAME)",
                                "Value": {"Ref": "EventBus"}}
     outputs["EventBusArn"] = {"Value": {"Fn::GetAtt": ["EventBus", "Arn"]}}
     outputs["OrdersStreamArn"] = {"Value": {"Fn::GetAtt": ["OrdersTable", "StreamArn"]}}
-    outputs["EventsDeadLetterQueueUrl"] = {"Description": "batches the publisher gave up on (shard and sequence range)",
-                                           "Value": {"Ref": "EventsDeadLetterQueue"}}
+    outputs[f"{dead_letter.logical_id}Url"] = {"Description": "batches the publisher gave up on (shard and sequence range)",
+                                               "Value": {"Ref": dead_letter.logical_id}}
+
+
+def dead_letter_queues(stage):
+    """Every dead-letter queue of the stage: the workers' and the events publisher's (alarms watch them)."""
+    return [queue for queue in resources.queues(stage) if queue.dead_letter is None] + [resources.events_dead_letter(stage)]
 
 
 def table_properties(table):
@@ -106,7 +97,7 @@ def table_properties(table):
 
 
 def _queue(queue):
-    properties = {"QueueName": queue.name}
+    properties = {"QueueName": queue.name, "SqsManagedSseEnabled": True}  # as SQS encrypts new queues by default
     if queue.visibility_timeout is not None:
         properties["VisibilityTimeout"] = queue.visibility_timeout
     if queue.retention_seconds is not None:

@@ -23,7 +23,7 @@ import zipfile
 
 import pytest
 
-from deploy import finish, prepare, resources
+from deploy import aws, finish, prepare, resources
 from tests.deploy.conftest import ROOT
 from tests.support import Merchant
 
@@ -223,12 +223,22 @@ def test_the_readme_admin_steps_with_the_stage_names(deployed, moto, tmp_path):
 
 
 def test_prepare_leaves_the_mappings_chalice_recorded(deployed, moto):
-    """After a successful deploy (its record written as chalice writes it: resource_type sqs_event,
-    event_uuid), prepare deletes nothing."""
-    project, lambda_ = deployed[0], moto.client("lambda")
-    before = {m["UUID"] for m in lambda_.list_event_source_mappings()["EventSourceMappings"]}
-    record = {"resources": [{"name": f"{uuid}-sqs-event-source", "resource_type": "sqs_event", "event_uuid": uuid}
-                            for uuid in before], "schema_version": "2.0", "backend": "api"}
+    """After a successful deploy (its record written as chalice writes it: resource_type sqs_event
+    for a queue's mapping, dynamodb_event for the stream's; event_uuid), prepare deletes nothing."""
+    project, lambda_, sqs = deployed[0], moto.client("lambda"), moto.client("sqs")
+    # The mappings as chalice makes them (an earlier test's prepare, without a record, removed them).
+    stream = moto.client("dynamodb").describe_table(TableName=resources.table_name(STAGE))["Table"]["LatestStreamArn"]
+    sources = [(worker.function, aws.queue_arn(sqs, worker.queue.name)) for worker in resources.workers(STAGE)]
+    for function, source in sources + [(resources.PUBLISHER_FUNCTION, stream)]:
+        arn = aws.function_arn(lambda_, resources.function_name(STAGE, function))  # chalice names it by ARN
+        if not lambda_.list_event_source_mappings(EventSourceArn=source, FunctionName=arn)["EventSourceMappings"]:
+            lambda_.create_event_source_mapping(EventSourceArn=source, FunctionName=arn, StartingPosition="TRIM_HORIZON")
+    mappings = lambda_.list_event_source_mappings()["EventSourceMappings"]
+    before = {m["UUID"] for m in mappings}
+    kinds = {m["UUID"]: "dynamodb_event" if ":dynamodb:" in m["EventSourceArn"] else "sqs_event" for m in mappings}
+    assert sorted(kinds.values()) == ["dynamodb_event", "sqs_event", "sqs_event"]
+    record = {"resources": [{"name": f"{uuid}-event-source", "resource_type": kind, "event_uuid": uuid}
+                            for uuid, kind in kinds.items()], "schema_version": "2.0", "backend": "api"}
     (project / ".chalice" / "deployed").mkdir(exist_ok=True)
     (project / ".chalice" / "deployed" / f"{STAGE}.json").write_text(json.dumps(record))
     lines = prepare.prepare(STAGE, moto.client, project, sleep=lambda seconds: None)
