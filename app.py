@@ -3,8 +3,10 @@ import base64
 import functools
 import html
 import json
+import pathlib
 import re
 import uuid
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from chalice import Chalice, Rate, Response
@@ -59,7 +61,7 @@ def _error(error):
     """The contract's JSON error, mapped from the failure kind in this one place."""
     body = {"code": error.code, "message": error.public_message, **error.details}
     if error.status >= 500:  # ours to look at (gateway refused, AWS down): the full reason goes to the log
-        body["request_id"] = metrics.context().get("request_id") or _request_id()
+        body["request_id"] = _invocation_id()
         log_event(event="error", status=error.status, code=error.code, reason=error.message)
     if error.field and error.status == 400:
         body["field"] = error.field
@@ -68,10 +70,15 @@ def _error(error):
 
 def _defect(error):
     """An exception nobody expected: a 500 in our shape, the traceback in the log, never the detail."""
-    request_id = metrics.context().get("request_id") or _request_id()
+    request_id = _invocation_id()
     log.exception(json.dumps({**metrics.context(), "event": "defect", "request_id": request_id,
                               "error": type(error).__name__}))
     return request_id
+
+
+def _invocation_id():
+    """The id this invocation's log lines carry (metered sets it), or a fresh one outside one."""
+    return metrics.context().get("request_id") or _request_id()
 
 
 def guarded(handler):
@@ -337,7 +344,6 @@ def _result_page(out_trade_no, order, status):
     """The page a buyer sees when the merchant set no RETURN_REDIRECT_URL: the order in words, in
     Chinese first (Alipay's buyers) and English. Self-contained: an inline icon, so the browser asks
     this API for no /favicon.ico (API Gateway would answer 403)."""
-    import decimal
     words = {"WAIT_BUYER_PAY": ("等待付款", "Waiting for the payment"), "TRADE_SUCCESS": ("支付成功", "Paid"),
              "TRADE_FINISHED": ("交易完成", "Paid; the trade is finished"),
              "TRADE_CLOSED": ("交易已关闭", "Closed: not paid, or refunded in full")}
@@ -345,7 +351,7 @@ def _result_page(out_trade_no, order, status):
     rows = [("订单号 Order", out_trade_no or "-")]
     if order:
         # A Decimal from storage, or a string when the return's query answered with the order's view.
-        amount = decimal.Decimal(str(order["total_amount"]))
+        amount = Decimal(str(order["total_amount"]))
         rows += [("商品 Item", order["subject"]), ("金额 Amount", f"¥{amount:.2f}")]
     cells = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in rows)
     icon = "data:image/svg+xml," + "%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Ccircle " \
@@ -368,6 +374,10 @@ def _result_page(out_trade_no, order, status):
 # package carries only app.py, chalicelib/ and vendor/.
 @app.route("/openapi.yaml", methods=["GET"])
 def openapi_spec():
-    import pathlib
-    spec = (pathlib.Path(__file__).resolve().parent / "chalicelib" / "openapi.yaml").read_text(encoding="utf-8")
-    return Response(spec, status_code=200, headers={"Content-Type": "application/yaml; charset=utf-8"})
+    return Response(_spec(), status_code=200, headers={"Content-Type": "application/yaml; charset=utf-8"})
+
+
+@functools.lru_cache(maxsize=1)
+def _spec():
+    """Read once per container, when first asked for: never at cold start."""
+    return (pathlib.Path(__file__).resolve().parent / "chalicelib" / "openapi.yaml").read_text(encoding="utf-8")

@@ -6,6 +6,8 @@ declined for good.
 """
 import re
 
+from chalicelib.alipay import client
+
 PAID, WAITING, NOT_PROCESSED, DECLINED = "paid", "waiting", "not_processed", "declined"
 
 # 40004 sub_codes that decline the payment for good (contract). Any other 40004, such as
@@ -22,11 +24,11 @@ POLL_FOR_SECONDS = 60  # then cancel: within the contract's 45-120 s, before Ali
 
 def classify_pay_answer(code, sub_code):
     """`code` None: no verifiable answer (a timeout, 20000 twice, a bad signature): unknown."""
-    if code == "10000":
+    if code == client.SUCCESS:
         return PAID
-    if code in ("40001", "40002", "40006"):
+    if code in client.NOT_PROCESSED:
         return NOT_PROCESSED
-    if code == "40004" and sub_code in DECLINES:
+    if code == client.BUSINESS_FAILED and sub_code in DECLINES:
         return DECLINED
     return WAITING  # 10003 (confirming), 20000, an unknown 40004, no answer
 

@@ -79,20 +79,21 @@ def fields_from_query(multi_value_params):
 
 @dataclass(frozen=True)
 class Notification:
-    """A trade notification (OpenAPI or legacy), typed; `fields` keeps everything that arrived."""
+    """A trade notification (OpenAPI or legacy), typed; `fields` keeps everything that arrived.
+    A gateway answer read as a report (query, pay, cancel) names only what it carries."""
     fields: dict
-    notify_id: Optional[str]
-    app_id: Optional[str]
-    out_trade_no: Optional[str]
-    trade_no: Optional[str]
-    trade_status: Optional[str]
-    total_amount: Optional[Decimal]
-    refund_fee: Optional[Decimal]
-    out_biz_no: Optional[str]
-    seller_id: Optional[str]
-    buyer_id: Optional[str]
-    gmt_payment: Optional[str]
-    sign_type: Optional[str]
+    notify_id: Optional[str] = None
+    app_id: Optional[str] = None
+    out_trade_no: Optional[str] = None
+    trade_no: Optional[str] = None
+    trade_status: Optional[str] = None
+    total_amount: Optional[Decimal] = None
+    refund_fee: Optional[Decimal] = None
+    out_biz_no: Optional[str] = None
+    seller_id: Optional[str] = None
+    buyer_id: Optional[str] = None
+    gmt_payment: Optional[str] = None
+    sign_type: Optional[str] = None
 
     @property
     def is_refund(self):

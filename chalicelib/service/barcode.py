@@ -19,7 +19,7 @@ def pay(ctx, order, auth_code, merchant, notify_url):
     PaymentDeclined (422) or GatewayFailure (502) close it."""
     no = order["out_trade_no"]
     started = ctx.now_epoch()
-    answer = None
+    answer = reason = None
     try:
         answer = ctx.gateway(merchant).pay(no, format_amount(order["total_amount"]), order["subject"], auth_code,
                                            time_expire=None, store_id=order.get("store_id"),
@@ -28,10 +28,9 @@ def pay(ctx, order, auth_code, merchant, notify_url):
     except GatewayRefused as error:
         outcome, answer = barcode.NOT_PROCESSED, error
     except (GatewayError, InvalidSignature) as error:
-        outcome = barcode.WAITING
-        log_event(event="barcode_pay", out_trade_no=no, outcome="unknown", reason=str(error)[:200])
+        outcome, reason = barcode.WAITING, str(error)[:200]  # the outcome is unknown: polled
     log_event(event="barcode_pay", out_trade_no=no, outcome=outcome, auth_code=barcode.last_four(auth_code),
-              code=getattr(answer, "code", None), sub_code=getattr(answer, "sub_code", None))
+              code=getattr(answer, "code", None), sub_code=getattr(answer, "sub_code", None), reason=reason)
     if outcome == barcode.PAID:
         reports.apply(ctx, _paid_report(answer.fields, order), "pay", order_state(order))
         return 201, _view(ctx, no)
@@ -62,10 +61,9 @@ def _paid_report(fields, order):
     except InvalidAmount:
         amount = order["total_amount"]  # a paid answer without the amount: the one we asked for
     return notify.Notification(
-        fields=fields, notify_id=None, app_id=None, out_trade_no=order["out_trade_no"],
-        trade_no=fields.get("trade_no"), trade_status=orders.TRADE_SUCCESS, total_amount=amount, refund_fee=None,
-        out_biz_no=None, seller_id=None, buyer_id=fields.get("buyer_user_id") or None,
-        gmt_payment=fields.get("gmt_payment") or None, sign_type=None)
+        fields=fields, out_trade_no=order["out_trade_no"], trade_no=fields.get("trade_no"),
+        trade_status=orders.TRADE_SUCCESS, total_amount=amount, buyer_id=fields.get("buyer_user_id") or None,
+        gmt_payment=fields.get("gmt_payment") or None)
 
 
 def _view(ctx, out_trade_no):

@@ -83,10 +83,9 @@ def cancel(ctx, actor, out_trade_no, source="api"):
             continue
         if answer.fields.get("action") == "refund":
             refund = notify.Notification(
-                fields=answer.fields, notify_id=None, app_id=None, out_trade_no=out_trade_no,
-                trade_no=answer.fields.get("trade_no"), trade_status=orders.TRADE_CLOSED,
-                total_amount=order["total_amount"], refund_fee=order["total_amount"], out_biz_no=out_trade_no,
-                seller_id=None, buyer_id=None, gmt_payment=None, sign_type=None)
+                fields=answer.fields, out_trade_no=out_trade_no, trade_no=answer.fields.get("trade_no"),
+                trade_status=orders.TRADE_CLOSED, total_amount=order["total_amount"],
+                refund_fee=order["total_amount"], out_biz_no=out_trade_no)
             reports.apply(ctx, refund, source, order_state(order))
         else:
             reports.close_locally(ctx, order, source, actor=actor)
@@ -130,10 +129,9 @@ def observation_from_query(fields):
     except InvalidAmount as error:
         raise MalformedMessage(str(error)) from None
     return notify.Notification(
-        fields=fields, notify_id=None, app_id=None, out_trade_no=fields.get("out_trade_no"),
-        trade_no=fields.get("trade_no"), trade_status=fields.get("trade_status"), total_amount=amount,
-        refund_fee=None, out_biz_no=None, seller_id=None, buyer_id=fields.get("buyer_user_id") or None,
-        gmt_payment=fields.get("send_pay_date") or None, sign_type=None)
+        fields=fields, out_trade_no=fields.get("out_trade_no"), trade_no=fields.get("trade_no"),
+        trade_status=fields.get("trade_status"), total_amount=amount, buyer_id=fields.get("buyer_user_id") or None,
+        gmt_payment=fields.get("send_pay_date") or None)
 
 
 def app_result(ctx, out_trade_no, body):

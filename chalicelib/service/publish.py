@@ -24,7 +24,7 @@ from chalicelib import metrics, orders
 from chalicelib.alipay.money import format_amount
 from chalicelib.service import log_event
 from chalicelib.service.views import created_entry, listed
-from chalicelib.store import UnreadableRecord, products_and_totals, stream_change
+from chalicelib.store import UnreadableRecord, products_and_totals, products_and_totals_in, stream_change
 
 SOURCE = "chalice-alipay"
 DETAIL_VERSION = 1
@@ -93,7 +93,7 @@ def publish(ctx, records):
     """Publish what `records` (stream records, oldest first) carry; an Outcome says what was not."""
     failures = _Failures()
     changes = _changes(records, failures)
-    published = _send(ctx.backend.client("events"), _entries(ctx, changes, failures), failures)
+    published = _send(ctx.backend.client("events"), _entries(ctx, records, changes, failures), failures)
     outcome = Outcome(records=len(records), events=published, failed=[
         r["dynamodb"]["SequenceNumber"] for r in records if r["dynamodb"]["SequenceNumber"] in failures.numbers])
     metrics.count("EventsPublished", outcome.events)
@@ -128,9 +128,11 @@ def _changes(records, failures):
     return changes
 
 
-def _entries(ctx, changes, failures):
-    """(sequence number, out_trade_no, PutEvents entry) of each change, in stream order."""
-    facts = {c.out_trade_no: (c.order["product"], c.order["total_amount"]) for _, c in changes if c.order}
+def _entries(ctx, records, changes, failures):
+    """(sequence number, out_trade_no, PutEvents entry) of each change, in stream order. Each
+    order's product and total come from the batch when an image of its item is there, else from
+    one read for all the orders without."""
+    facts = products_and_totals_in(records)
     missing = {c.out_trade_no for _, c in changes} - set(facts)
     facts.update(products_and_totals(ctx.store, missing) if missing else {})
     entries = []

@@ -360,4 +360,4 @@ def _public(item):
 from chalicelib.store.layout import (STREAM_VIEW_TYPE, TableLayoutError, due_index,  # noqa: E402,F401
                                      ensure_table, migrate_due, stream_specification, table_definition)
 from chalicelib.store.streams import (StreamChange, UnreadableRecord, products_and_totals,  # noqa: E402,F401
-                                      stream_change)
+                                      products_and_totals_in, stream_change)

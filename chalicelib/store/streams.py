@@ -60,14 +60,29 @@ def _new_image(out_trade_no, data):
     return _load(data["NewImage"])
 
 
+def products_and_totals_in(records):
+    """{out_trade_no: (product, total_amount)} from the order items' new images among `records`:
+    an order's INSERT, and the MODIFY that every change of it writes in the same transaction as its
+    event. Neither value changes after an order is created."""
+    found = {}
+    for record in records:
+        data = record.get("dynamodb") or {}
+        keys, image = data.get("Keys") or {}, data.get("NewImage") or {}
+        if keys.get("sk", {}).get("S") == ORDER_SK and "product" in image and "total_amount" in image:
+            item = _load({name: image[name] for name in ("out_trade_no", "product", "total_amount")})
+            found[item["out_trade_no"]] = (item["product"], item["total_amount"])
+    return found
+
+
 def products_and_totals(order_store, out_trade_nos, attempts=5):
     """{out_trade_no: (product, total_amount)} of the orders named, which never change after an
-    order is created: one BatchGetItem per 100 orders (unprocessed keys asked again). An order
-    that does not exist is left out."""
+    order is created: one BatchGetItem per 100 orders (unprocessed keys asked again), read
+    consistently (an order created a moment ago is found). An order that does not exist is left out."""
     found, names = {}, sorted(set(out_trade_nos))
     for start in range(0, len(names), 100):
         request = {order_store.table: {"Keys": [order_key(no) for no in names[start:start + 100]],
-                                       "ProjectionExpression": "out_trade_no, product, total_amount"}}
+                                       "ProjectionExpression": "out_trade_no, product, total_amount",
+                                       "ConsistentRead": True}}
         for attempt in range(attempts):
             answer = order_store._call("batch_get_item", RequestItems=request)
             for item in answer.get("Responses", {}).get(order_store.table, []):

@@ -314,3 +314,25 @@ def test_publish_events_fails_with_the_reason_on_a_table_without_stream(aws, env
         assert code == 1 and "create-table" in err
     finally:
         restore()
+
+
+def test_an_orders_product_and_total_come_from_the_batch_when_its_item_is_in_it(client, merchant, bus, env):
+    """Every change writes the order item with its event: the batch carries the product and total,
+    and only a batch without the order's item reads them (one BatchGetItem)."""
+    import boto3
+
+    from chalicelib import streams
+    from chalicelib.service import Backend, Context
+    from tests.integration.events_support import lambda_records
+    no = create_order(client, merchant, total_amount="20.00")["out_trade_no"]
+    assert notify(client, merchant.notification(no, "20.00"))[:2] == (200, "success")
+    arn = streams.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"])
+    records = []
+    streams.StreamReader(boto3.client("dynamodbstreams"), arn).read_once(lambda batch: records.extend(batch) or [])
+    ours = [r for r in lambda_records(records, arn)["Records"] if r["dynamodb"]["Keys"]["pk"]["S"] == f"ORDER#{no}"]
+    events_only = [r for r in ours if r["dynamodb"]["Keys"]["sk"]["S"] != "ORDER"]
+    ctx, reads = Context(Backend()), []
+    call = ctx.store._call
+    ctx.store._call = lambda operation, **kwargs: reads.append(operation) or call(operation, **kwargs)
+    assert publish.publish(ctx, ours).events == 2 and reads == []  # order.created and order.paid
+    assert publish.publish(ctx, events_only).events == 1 and reads == ["batch_get_item"]
