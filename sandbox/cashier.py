@@ -1,7 +1,6 @@
 """What the buyer sees: the PC/H5 cashier, the QR page, the mobile SDK's app payment, and the
 signed return to the merchant (protocol §4)."""
 import html
-import json
 
 from werkzeug.wrappers import Response
 

@@ -34,9 +34,14 @@ def parse_stamp(text):
 class Clock:
     def __init__(self, offset_seconds=0.0):
         self.offset = datetime.timedelta(seconds=offset_seconds)
+        self.stopped_at = None
 
     def now(self):
-        return real_now() + self.offset
+        return (self.stopped_at or real_now()) + self.offset
+
+    def stop(self):
+        """From now on the trades age only when advanced (tests: no assertion races the real time)."""
+        self.stopped_at = real_now()
 
     def advance(self, seconds):
         self.offset += datetime.timedelta(seconds=float(seconds))

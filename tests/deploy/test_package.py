@@ -6,6 +6,7 @@ import zipfile
 
 import pytest
 
+from deploy import resources as deploy_resources  # the tests name the template's resources `resources`
 from tests.deploy.conftest import ROOT, STAGES, run, sam_transform
 
 
@@ -112,13 +113,14 @@ def test_each_worker_reports_partial_batch_failures_from_its_own_queue(packaged,
         queue = {"reconcile": "ReconcileQueue", "poll": "PollQueue"}[
             mapping["EventSourceArn"]["Fn::Sub"].rsplit(":chalice-alipay-", 1)[1].rsplit("-", 1)[0]]
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert mapping["ScalingConfig"]["MaximumConcurrency"] >= 2
+        assert mapping["ScalingConfig"]["MaximumConcurrency"] == deploy_resources.WORKER_CONCURRENCY
         function = {"ReconcileQueue": "ReconcileWorker", "PollQueue": "PollWorker"}[queue]
         assert mapping["FunctionName"] == {"Ref": function}
         properties = resources[queue]["Properties"]
         timeout = resources[function]["Properties"]["Timeout"]
         assert properties["VisibilityTimeout"] >= timeout  # a message never reappears while being worked
-        assert properties["RedrivePolicy"]["maxReceiveCount"] >= 3
+        assert properties["RedrivePolicy"]["maxReceiveCount"] == next(
+            q.max_receives for q in deploy_resources.queues(stage) if q.logical_id == queue)
         assert properties["QueueName"] == f"chalice-alipay-{queue[:-5].lower()}-{stage}"
 
 

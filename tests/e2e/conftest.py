@@ -42,11 +42,13 @@ class Api:
         return json.loads(r.data)["events"]
 
     def wait_for(self, out_trade_no, predicate, timeout=15.0):
+        """The order once `predicate` holds; AssertionError (with the order) if it never does."""
         deadline = time.monotonic() + timeout
         while True:
             order = self.order(out_trade_no)
-            if predicate(order) or time.monotonic() > deadline:
+            if predicate(order):
                 return order
+            assert time.monotonic() < deadline, f"{out_trade_no} never got there: {order}"
             time.sleep(0.1)
 
     def get(self, url, **kw):

@@ -67,11 +67,12 @@ def test_partial_refunds_twice_then_the_rest(api):
     assert post(api, f"/orders/{no}/refunds", {"refund_amount": "10.00", "out_request_no": "R1"})[0] == 200
     status, conflict = post(api, f"/orders/{no}/refunds", {"refund_amount": "11.00", "out_request_no": "R1"})
     assert status == 409 and conflict["error"]["code"] == "idempotency_conflict"
-    # Within 3 s of R1's call: Alipay's spacing defers R2's call to the worker's queue (202).
+    # Within 3 s of R1's call, Alipay's spacing defers R2's call to the worker's queue (202); on a
+    # slow machine it may be made at once (201). Either way R2's 15.00 is reserved or refunded.
     status, second = post(api, f"/orders/{no}/refunds", {"refund_amount": "15.00", "out_request_no": "R2"})
-    assert status == 202 and second["status"] == "REFUND_PENDING"
+    assert (status, second["status"]) in ((202, "REFUND_PENDING"), (201, "REFUND_SUCCESS")), second
     status, too_much = post(api, f"/orders/{no}/refunds", {"refund_amount": "25.01"})
-    assert status == 422 and too_much["error"]["code"] == "refund_not_allowed"  # R2's 15.00 stays reserved
+    assert status == 422 and too_much["error"]["code"] == "refund_not_allowed"
     api.wait_for(no, lambda o: o["refunded_amount"] == "25.00")  # the worker made R2's call, 3 s later
     status, last = post(api, f"/orders/{no}/refunds", {"refund_amount": "25.00", "out_request_no": "R3"})
     assert status in (201, 202)

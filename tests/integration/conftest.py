@@ -9,7 +9,7 @@ from chalice.test import Client
 
 from chalicelib import store
 from devstack import MotoServer, aws_environment
-from tests.integration.helpers import ScriptedAlipay
+from tests.integration.helpers import FakeMapi, ScriptedAlipay
 from tests.support import Merchant, set_environment
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -68,4 +68,15 @@ def alipay(env, merchant):
     os.environ["ALIPAY_GATEWAY"] = fake.url
     yield fake
     os.environ["ALIPAY_GATEWAY"] = previous
+    fake.close()
+
+
+@pytest.fixture
+def mapi(env):
+    """The legacy MAPI gateway's notify_verify (helpers.FakeMapi) behind ALIPAY_MAPI_GATEWAY."""
+    fake = FakeMapi()
+    previous = os.environ["ALIPAY_MAPI_GATEWAY"]
+    os.environ["ALIPAY_MAPI_GATEWAY"] = fake.url
+    yield fake
+    os.environ["ALIPAY_MAPI_GATEWAY"] = previous
     fake.close()

@@ -254,7 +254,7 @@ def test_every_payment_carries_the_absolute_time_expire_in_beijing_time(client, 
 
 
 def test_a_replay_of_a_closed_order_offers_no_payment(client, merchant, alipay):
-    order = create_order(client, merchant, total_amount="8.00", out_trade_no="CLOSED_REPLAY")
+    create_order(client, merchant, total_amount="8.00", out_trade_no="CLOSED_REPLAY")
     alipay.script("alipay.trade.close", {"code": "10000", "msg": "Success", "out_trade_no": "CLOSED_REPLAY"})
     assert post(client, merchant, "/orders/CLOSED_REPLAY/close")[0] == 200
     status, again = post(client, merchant, "/orders", {"product": "page", "subject": "测试商品 A+B",

@@ -1,10 +1,9 @@
 """POST /alipay/notify: every row of the contract's table, against a moto server over HTTP."""
-import os
 import urllib.parse
 
 import pytest
 
-from tests.integration.helpers import FakeMapi, create_order, events, get_order, notify
+from tests.integration.helpers import create_order, events, get_order, notify
 from tests.support import new_key
 
 
@@ -179,16 +178,6 @@ def test_wrong_content_type_gets_chalices_415(client, merchant, order):
     body = merchant.notification(order["out_trade_no"], "88.80")
     assert notify(client, body, "application/json")[0] == 415
     assert_unchanged(client, merchant, order["out_trade_no"])
-
-
-@pytest.fixture
-def mapi(env):
-    fake = FakeMapi()
-    previous = os.environ["ALIPAY_MAPI_GATEWAY"]
-    os.environ["ALIPAY_MAPI_GATEWAY"] = fake.url
-    yield fake
-    os.environ["ALIPAY_MAPI_GATEWAY"] = previous
-    fake.close()
 
 
 def test_legacy_order_paid_by_md5_notification_confirmed_by_notify_verify(client, merchant, mapi):

@@ -12,7 +12,6 @@ from tests.integration.events_support import SCHEMA, Bus, StreamFunction, story
 from tests.integration.helpers import create_order, notify
 from tests.integration.helpers import reconcile_pass, refund_calls_allowed_again
 from tests.integration.test_money import SYSTEM_ERROR, refund, refund_found, refunded
-from tests.integration.test_notify import mapi  # noqa: F401
 from tests.support import set_environment
 
 W, S, F, C = "WAIT_BUYER_PAY", "TRADE_SUCCESS", "TRADE_FINISHED", "TRADE_CLOSED"
@@ -37,7 +36,7 @@ def new_order(client, merchant, product, alipay, total="20.00"):
     return create_order(client, merchant, product=product, total_amount=total)["out_trade_no"]
 
 
-def alipay_reports(client, merchant, mapi, product, no, status, total="20.00"):  # noqa: F811
+def alipay_reports(client, merchant, mapi, product, no, status, total="20.00"):
     if product == "legacy":
         notify_id = f"{no}-{status}"
         mapi.valid.add(notify_id)
@@ -59,7 +58,7 @@ STORIES = {
 @pytest.mark.parametrize("product", ["page", "wap", "app", "qr", "legacy"])
 @pytest.mark.parametrize("name", list(STORIES))
 def test_each_transition_of_each_product_publishes_exactly_one_event_of_its_type_in_order(
-        client, merchant, alipay, mapi, bus, stream, product, name):  # noqa: F811
+        client, merchant, alipay, mapi, bus, stream, product, name):
     reports, expected = STORIES[name]
     first, second = new_order(client, merchant, product, alipay), new_order(client, merchant, product, alipay)
     for status in reports:  # interleaved: each order's events stay in its own order
@@ -167,7 +166,7 @@ def test_a_put_events_partial_failure_reports_exactly_the_unpublished_records(
     again = bus.received()
     assert story(again, orders[1]) == [("order.created", W, "0.00"), ("order.paid", S, "0.00")]
     redelivered = {e["detail"]["id"] for e in again if e["detail"]["out_trade_no"] == orders[2]}
-    assert redelivered <= {e["detail"]["id"] for e in first}
+    assert redelivered == {e["detail"]["id"] for e in first if e["detail"]["out_trade_no"] == orders[2]}
 
 
 def test_a_later_event_of_a_refused_order_is_reported_while_other_orders_publish(
@@ -202,7 +201,7 @@ def test_an_unreachable_bus_reports_every_record_and_the_retry_publishes_them(cl
         restore()
 
 
-def test_a_refund_story_end_to_end(client, merchant, alipay, bus, stream, aws, env):  # noqa: F811
+def test_a_refund_story_end_to_end(client, merchant, alipay, bus, stream, aws, env):
     no = create_order(client, merchant, total_amount="10.00")["out_trade_no"]
     notify(client, merchant.notification(no, "10.00"))
     alipay.script("alipay.trade.refund", refunded("4.00"))
@@ -233,7 +232,7 @@ def test_a_refund_story_end_to_end(client, merchant, alipay, bus, stream, aws, e
     assert not any("request" in e["detail"]["event"] or "snapshot" in e["detail"]["event"] for e in got + last)
 
 
-def test_an_anomaly_story_end_to_end(client, merchant, alipay, bus, stream):  # noqa: F811
+def test_an_anomaly_story_end_to_end(client, merchant, alipay, bus, stream):
     no = create_order(client, merchant, total_amount="8.00")["out_trade_no"]
     # A verified notification with the wrong amount: refused, recorded, published; the order unchanged.
     assert notify(client, merchant.notification(no, "0.01", notify_id="wrong"))[0] == 422

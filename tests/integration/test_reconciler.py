@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 
-import pytest
 
 import app
 import sqsdrain

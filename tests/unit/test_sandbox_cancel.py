@@ -13,7 +13,9 @@ PAID_CODE, CONFIRMING_FOREVER = "280000000000000001", "282000000000000001"
 
 @pytest.fixture
 def merchant():
-    return Merchant()
+    merchant = Merchant()
+    merchant.sandbox.clock.stop()  # the trades age only when a test advances their clock
+    return merchant
 
 
 def call(merchant, method, **biz):
