@@ -6,6 +6,7 @@ taken out by timing every client call) and the AWS calls per event. The floor, m
 same run and interleaved: the least any publisher must do per record, deserializing the stream
 image and serializing a Detail as JSON, and ceil(events / 10) PutEvents calls.
 """
+import contextlib
 import gc
 import json
 import math
@@ -14,8 +15,8 @@ import time
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from bench.timing import summary
-from devstack import MotoServer, aws_environment
+from bench.timing import MotoProcess, summary
+from devstack import aws_environment
 from tests.support import Merchant
 
 TABLE, SECRET, BUS = "bench-events", "bench/events-merchant", "bench-bus"
@@ -44,7 +45,7 @@ class CountedClient:
 
 def run(rounds=20):
     print("== events (publishing order events from a stream batch; moto server; own time outside botocore)")
-    moto = MotoServer().start()
+    moto = MotoProcess().start()
     os.environ.update(aws_environment(moto.url))
     os.environ.update({"ORDERS_TABLE": TABLE, "ALIPAY_SECRET_ID": SECRET, "EVENT_BUS_NAME": BUS})
     import boto3
@@ -58,7 +59,8 @@ def run(rounds=20):
     publish.ensure_bus(boto3.client("events"), BUS)
     merchant = Merchant()
     merchant.put(boto3.client("secretsmanager"), SECRET)
-    with Client(application.app, stage_name="local", project_dir=os.path.dirname(os.path.dirname(__file__))) as client:
+    with Client(application.app, stage_name="local", project_dir=os.path.dirname(os.path.dirname(__file__))) as client, \
+            open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # their metrics lines
         for n in range(33):  # created + paid: 99 records, 66 events, one Lambda batch
             body = {"product": "page", "subject": "bench", "total_amount": "88.80", "out_trade_no": f"E{n}"}
             assert client.http.post("/orders", body=json.dumps(body), headers={

@@ -4,7 +4,6 @@ throughput is measured against the local sandbox, one process, in orders per sec
 """
 import datetime
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from collections import Counter
 import botocore.client
 
 from bench.timing import bench_table
-from devstack import MotoServer, aws_environment, http_json
+from devstack import MotoServer, aws_environment, free_port, http_json, wait_until_up
 from tests.support import Merchant
 
 NS = (1_000, 10_000)
@@ -90,12 +89,6 @@ def pass_costs(ddb, sqs):
             ddb.delete_table(TableName=table)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker_throughput(ddb, sm, orders=200):
     """Due orders worked by one in-process worker against the local sandbox (each: a query, then
     the next step of its backoff); gateway calls counted at the HTTP layer."""
@@ -107,12 +100,8 @@ def worker_throughput(ddb, sm, orders=200):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                alipay_key = http_json(base + "/sandbox/alipay_public_key")
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_up(base + "/sandbox/alipay_public_key", sandbox)
+        alipay_key = http_json(base + "/sandbox/alipay_public_key")
         merchant = Merchant(app_id="2021000122600001")
         merchant.secret["alipay_public_key"] = alipay_key
         merchant.put(sm, os.environ["ALIPAY_SECRET_ID"])
