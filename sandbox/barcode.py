@@ -12,7 +12,7 @@ from decimal import Decimal
 from sandbox import timing
 from sandbox.errors import AlipayError, business, failure
 from sandbox.timing import stamp
-from sandbox.trades import check_amount
+from sandbox.trades import check_amount, payment_fields, trade_id
 
 PAY = "alipay.trade.pay"
 CANCEL = "alipay.trade.cancel"
@@ -50,7 +50,7 @@ class Barcode:
             raise business("ACQ.INVALID_PARAMETER", "scene 必须为 bar_code")
         biz = dict(biz, product_code=biz.get("product_code") or "FACE_TO_FACE_PAYMENT")
         with self.state.lock:  # one pay call at a time: a replay racing its original finds one trade
-            existing = self.state.data["trades"].get(f"{params['app_id']}-{biz.get('out_trade_no', '')}")
+            existing = self.state.data["trades"].get(trade_id(params["app_id"], biz.get("out_trade_no")))
             if existing is not None:
                 return self.replayed_pay(existing, biz)
             happens, answer = outcome_of(biz.get("auth_code"))
@@ -87,15 +87,10 @@ class Barcode:
             raise business(answer)
         if answer == "20000":
             raise failure("20000", "isp.unknow-error", "系统繁忙")
-        paid = bool(trade.get("gmt_payment"))
-        amount = trade["total_amount"] if paid else "0.00"
-        content = {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"],
-                   "buyer_logon_id": "buy***@sandbox.com", "buyer_user_id": trade.get("buyer_id") or "",
-                   "total_amount": trade["total_amount"], "receipt_amount": amount, "buyer_pay_amount": amount,
-                   "invoice_amount": amount, "point_amount": "0.00"}
+        content, paid = payment_fields(trade)
+        content["buyer_user_id"] = trade.get("buyer_id") or ""
         if paid:
-            content.update(gmt_payment=trade["gmt_payment"],
-                           fund_bill_list=[{"fund_channel": "ALIPAYACCOUNT", "amount": amount}])
+            content["gmt_payment"] = trade["gmt_payment"]
         else:
             content = dict({"code": "10003", "msg": WAITING_MSG}, **content)
         if answer == "lost":
@@ -147,7 +142,7 @@ class Barcode:
                      if t.get("app_id") == app_id and t["trade_no"] == trade_no]
             trade = found[0] if found else None
         else:
-            trade = self.state.data["trades"].get(f"{app_id}-{out_trade_no}")
+            trade = self.state.data["trades"].get(trade_id(app_id, out_trade_no))
         if trade is None or trade.get("kind") != "openapi" or not trade.get("buyer_acted"):
             return None
         self.expire_if_due(trade)

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from sandbox import certs, protocol, timing
 from sandbox.barcode import LOST
 from sandbox.errors import AlipayError, business, failure, invalid, missing
-from sandbox.trades import check_amount
+from sandbox.trades import check_amount, payment_fields, trade_id
 
 SERVER_METHODS = {"alipay.trade.precreate": "do_precreate", "alipay.trade.query": "do_query",
                   "alipay.trade.close": "do_close", "alipay.trade.refund": "do_refund",
@@ -192,7 +192,7 @@ class Gateway:
     # ---- the methods ---------------------------------------------------------------------------
 
     def server_trade(self, app_id, biz):
-        trade = self.state.data["trades"].get(f"{app_id}-{biz.get('out_trade_no', '')}")
+        trade = self.state.data["trades"].get(trade_id(app_id, biz.get("out_trade_no")))
         if trade is None or not trade.get("buyer_acted"):
             raise business("ACQ.TRADE_NOT_EXIST")  # the buyer never opened it (§3.5)
         self.expire_if_due(trade)
@@ -205,15 +205,10 @@ class Gateway:
 
     def do_query(self, app, params, biz):
         trade = self.server_trade(params["app_id"], biz)
-        paid = bool(trade.get("gmt_payment"))
-        amount = trade["total_amount"] if paid else "0.00"  # nothing paid yet: zeros, as Alipay
-        answer = {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"],
-                  "buyer_logon_id": "buy***@sandbox.com", "trade_status": trade["status"],
-                  "total_amount": trade["total_amount"], "buyer_pay_amount": amount, "receipt_amount": amount,
-                  "invoice_amount": amount, "point_amount": "0.00"}
+        answer, paid = payment_fields(trade)
+        answer["trade_status"] = trade["status"]
         if paid:
-            answer.update(send_pay_date=trade["gmt_payment"], buyer_user_id=trade.get("buyer_id", ""),
-                          fund_bill_list=[{"amount": amount, "fund_channel": "ALIPAYACCOUNT"}])
+            answer.update(send_pay_date=trade["gmt_payment"], buyer_user_id=trade.get("buyer_id", ""))
         return answer
 
     def do_close(self, app, params, biz):

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 from sandbox import protocol
 from sandbox.errors import AlipayError
 from sandbox.timing import stamp
-from sandbox.trades import check_amount
+from sandbox.trades import check_amount, trade_id
 
 # A return's notify_id validates for about a minute (legacy demo notes, protocol §8.3).
 RETURN_NOTIFY_ID_SECONDS = 60
@@ -26,19 +26,19 @@ class LegacyMapi:
             raise AlipayError("ILLEGAL_SIGN", "illegal sign", "ILLEGAL_SIGN",
                               "签名不正确，待签名字符串：" + protocol.string_to_sign(params, {"sign", "sign_type"}))
         amount = check_amount(params.get("total_fee"))
-        trade_id = f"{params['partner']}-{params.get('out_trade_no', '')}"
+        key = trade_id(params["partner"], params.get("out_trade_no"))
         with self.state.lock:
-            trade = self.state.data["trades"].get(trade_id) or {
-                "id": trade_id, "kind": "legacy", "partner": params["partner"], "out_trade_no": params["out_trade_no"],
+            trade = self.state.data["trades"].get(key) or {
+                "id": key, "kind": "legacy", "partner": params["partner"], "out_trade_no": params["out_trade_no"],
                 "status": "WAIT_BUYER_PAY", "created": stamp(self.now()), "trade_no": self.new_trade_no("0000"),
                 "refund_fee": "0.00"}
             self.refuse_unless_waiting(trade)
             trade.update(subject=params.get("subject", ""), body=params.get("body", ""), total_amount=amount,
                          notify_url=params.get("notify_url"), return_url=params.get("return_url"), charset=charset,
                          seller_id=params["partner"])
-            self.state.data["trades"][trade_id] = trade
+            self.state.data["trades"][key] = trade
             self.state.save()
-        return Response(status=302, headers={"Location": f"/cashier/{trade_id}"})
+        return Response(status=302, headers={"Location": f"/cashier/{key}"})
 
     def legacy_fields(self, trade, notify_id):
         return {"notify_time": stamp(self.now()), "notify_type": "trade_status_sync", "notify_id": notify_id,

@@ -20,6 +20,24 @@ BUYER_ID = "2088102177846880"
 CENT = Decimal("0.01")
 
 
+def trade_id(owner, out_trade_no):
+    """A trade's key in the sandbox's state: its app (or legacy partner) and its out_trade_no."""
+    return f"{owner}-{out_trade_no or ''}"
+
+
+def payment_fields(trade):
+    """What the pay and query answers say of a trade's money, zeros until it is paid (§3.7);
+    and whether it is."""
+    paid = bool(trade.get("gmt_payment"))
+    amount = trade["total_amount"] if paid else "0.00"
+    fields = {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"],
+              "buyer_logon_id": "buy***@sandbox.com", "total_amount": trade["total_amount"],
+              "receipt_amount": amount, "buyer_pay_amount": amount, "invoice_amount": amount, "point_amount": "0.00"}
+    if paid:
+        fields["fund_bill_list"] = [{"fund_channel": "ALIPAYACCOUNT", "amount": amount}]
+    return fields, paid
+
+
 def check_amount(value):
     """Yuan, at most two decimals, 0.01-100000000 (§2.5); the string itself is kept."""
     try:
@@ -71,9 +89,9 @@ class Ledger:
             raise business("ACQ.INVALID_PARAMETER", "product_code 不匹配")
         amount = check_amount(biz.get("total_amount"))
         out_trade_no = biz.get("out_trade_no") or ""
-        trade_id = f"{params['app_id']}-{out_trade_no}"
+        key = trade_id(params["app_id"], out_trade_no)
         with self.state.lock:
-            trade = self.state.data["trades"].get(trade_id)
+            trade = self.state.data["trades"].get(key)
             if trade:
                 self.expire_if_due(trade)
                 if trade["total_amount"] != amount:
@@ -85,14 +103,14 @@ class Ledger:
                     expires = timing.expiry(created, biz)
                 except timing.BadExpiry as error:
                     raise business("ACQ.INVALID_PARAMETER", str(error)) from None
-                trade = {"id": trade_id, "kind": "openapi", "app_id": params["app_id"], "out_trade_no": out_trade_no,
+                trade = {"id": key, "kind": "openapi", "app_id": params["app_id"], "out_trade_no": out_trade_no,
                          "seller_id": app["seller_id"], "status": "WAIT_BUYER_PAY", "created": stamp(created),
                          "expires_at": stamp(expires), "trade_no": self.new_trade_no(), "refund_fee": "0.00"}
             trade.update(method=method, subject=biz.get("subject", ""), body=biz.get("body") or "",
                          total_amount=amount, notify_url=params.get("notify_url"), return_url=params.get("return_url"),
                          quit_url=biz.get("quit_url"), passback_params=biz.get("passback_params"),
                          charset=params.get("charset") or "utf-8", sign_type=params["sign_type"])
-            self.state.data["trades"][trade_id] = trade
+            self.state.data["trades"][key] = trade
             self.expire_if_due(trade)
             self.refuse_unless_waiting(trade)  # a link that comes after its own time_expire
             self.state.save()
