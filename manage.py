@@ -305,24 +305,24 @@ def deploy_prepare(args):
     stage's config (deploy/prepare.py)."""
     from chalicelib import store
     from deploy import prepare
-    try:
-        lines = prepare.prepare(args.stage, _client, args.project_dir)
-    except store.TableLayoutError as error:
-        print(f"deploy-prepare: {error}", file=sys.stderr)
-        return 1
-    for line in lines:
-        print(line)
-    return 0
+    return _deploy_step("deploy-prepare", lambda: prepare.prepare(args.stage, _client, args.project_dir),
+                        store.TableLayoutError)
 
 
 def deploy_finish(args):
     """After `chalice deploy`: the notify Function URL and its permissions, the event source
     mappings' settings, the URLs (deploy/finish.py)."""
     from deploy import finish
+    return _deploy_step("deploy-finish", lambda: finish.finish(args.stage, _client, args.project_dir),
+                        finish.NotDeployed)
+
+
+def _deploy_step(command, step, refusal):
+    """The step's lines; its refusal (what the admin must do first) as one sentence on stderr, exit 1."""
     try:
-        lines = finish.finish(args.stage, _client, args.project_dir)
-    except finish.NotDeployed as error:
-        print(f"deploy-finish: {error}", file=sys.stderr)
+        lines = step()
+    except refusal as error:
+        print(f"{command}: {error}", file=sys.stderr)
         return 1
     for line in lines:
         print(line)
