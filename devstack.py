@@ -30,12 +30,47 @@ SELLER_ID = "2088102177649450"
 PARTNER = "2088102177640000"
 
 
+def _cancelled_transactions_write_no_stream_records():
+    """Make moto's cancelled TransactWriteItems leave the stream as DynamoDB does: untouched.
+
+    moto applies a transaction's writes one by one, each appending its stream record, and on a
+    failed condition puts back a deep copy of the table taken before, with a copy of its stream
+    shard. The live shard object, the one every shard iterator handed out so far still reads, is
+    orphaned with the cancelled writes' records in it, and the copy numbers the next real record
+    with the sequence number of the first of them. A stream reader then publishes an event of a
+    change that never happened (a second `order.paid` after a duplicate notification whose guessed
+    state lost) and skips the next real record. Here the live shard is kept, cut back to what it
+    held before the transaction."""
+    from moto.dynamodb.models import DynamoDBBackend
+    transact = DynamoDBBackend.transact_write_items
+    if getattr(transact, "keeps_stream_shards", False):
+        return
+
+    def transact_write_items(self, transact_items):
+        before = {name: (table, table.stream_shard, len(table.stream_shard.items))
+                  for name, table in self.tables.items() if table.stream_shard is not None}
+        try:
+            return transact(self, transact_items)
+        except Exception:
+            for name, (table, shard, length) in before.items():
+                restored = self.tables.get(name)
+                if restored is not None and restored is not table and restored.stream_shard is not None:
+                    del shard.items[length:]
+                    shard.table, restored.stream_shard = restored, shard
+            raise
+
+    transact_write_items.keeps_stream_shards = True
+    DynamoDBBackend.transact_write_items = transact_write_items
+
+
 class MotoServer:
     """moto's server app behind a lock: real DynamoDB serializes conditional transactions, moto's
-    threaded server does not (traps.md). Stop and start keep the data (it lives in this process)."""
+    threaded server does not (traps.md); and a cancelled transaction writes no stream record, as in
+    DynamoDB. Stop and start keep the data (it lives in this process)."""
 
     def __init__(self, port=0):
         from moto.server import DomainDispatcherApplication, create_backend_app
+        _cancelled_transactions_write_no_stream_records()
         self._app = DomainDispatcherApplication(create_backend_app)
         self._lock = threading.Lock()
         self.port = port
