@@ -53,7 +53,7 @@ def publish_events(args):
     except streams.NoStream as error:
         print(str(error), file=sys.stderr)
         return 1
-    totals = {"records": 0, "events": 0, "failed": 0}
+    totals = {"records": 0, "events": 0, "failed": 0, "given_up": 0}
 
     def handle(records):
         outcome = publish.publish(ctx, records)
@@ -63,7 +63,12 @@ def publish_events(args):
             print(json.dumps(totals), flush=True)
         return outcome.failed
 
-    reader = streams.StreamReader(_client("dynamodbstreams"), arn)
+    def give_up(shard, number):
+        totals["given_up"] += 1
+        print(f"publish-events: record {number} of {shard} still not published after {reader.max_retries} "
+              "retries; given up, as the deployed mapping sends it to its dead-letter queue", file=sys.stderr, flush=True)
+
+    reader = streams.StreamReader(_client("dynamodbstreams"), arn, give_up=give_up)
     if not args.follow:
         reader.read_once(handle)
         print(json.dumps(totals))

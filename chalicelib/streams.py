@@ -3,7 +3,9 @@ the publisher (a moto server: traps.md): `manage.py publish-events [--follow]` a
 
 From the oldest record of every shard (TRIM_HORIZON, parents before children), in batches as
 GetRecords returns them, each handed to `handle`, which answers the sequence numbers it could not
-publish. Like Lambda, a batch with failures is read again from its first failed record.
+publish. Like Lambda, a batch with failures is read again from its first failed record; like the
+deployed mapping (MaximumRetryAttempts 10, then its dead-letter queue), a record still failing
+after ten retries is given up (handed to `give_up`) and reading goes on after it.
 """
 import time
 
@@ -21,12 +23,13 @@ def latest_stream_arn(dynamodb, table):
 
 class StreamReader:
     """Keeps a position per shard, not an iterator: each read asks for a fresh iterator there.
-    Iterators expire (15 minutes in DynamoDB), and moto replaces a table's shard object whenever a
-    transaction fails, so a kept iterator would read an orphaned shard from then on."""
+    Iterators expire (15 minutes in DynamoDB)."""
 
-    def __init__(self, streams, stream_arn, batch_size=100):
+    def __init__(self, streams, stream_arn, batch_size=100, max_retries=10, give_up=lambda shard, number: None):
         self._streams, self.arn, self.batch_size = streams, stream_arn, batch_size
+        self.max_retries, self._give_up = max_retries, give_up
         self._positions = {}  # shard id -> (iterator type, sequence number) where the next read starts
+        self._retries = {}  # shard id -> (the failing record's sequence number, retries so far)
         self._closed = set()  # shards read to their end
 
     def _shards(self):
@@ -70,13 +73,26 @@ class StreamReader:
                 seen += len(records)
                 if unpublished:
                     failed += len(unpublished)
-                    # As Lambda does: the next read starts again at the first failed record.
-                    self._positions[shard] = ("AT_SEQUENCE_NUMBER", unpublished[0])
+                    self._failed(shard, unpublished[0])
                     break
+                self._retries.pop(shard, None)
                 self._positions[shard] = ("AFTER_SEQUENCE_NUMBER", records[-1]["dynamodb"]["SequenceNumber"])
                 if iterator is None:
                     self._closed.add(shard)
         return seen, failed
+
+    def _failed(self, shard, number):
+        """As Lambda does: the next read starts again at the first failed record, until it has been
+        retried `max_retries` times; then it is given up and the next read starts after it."""
+        number_before, retries = self._retries.get(shard, (None, -1))
+        retries = retries + 1 if number == number_before else 0
+        if retries < self.max_retries:
+            self._retries[shard] = (number, retries)
+            self._positions[shard] = ("AT_SEQUENCE_NUMBER", number)
+            return
+        self._retries.pop(shard, None)
+        self._positions[shard] = ("AFTER_SEQUENCE_NUMBER", number)
+        self._give_up(shard, number)
 
     def follow(self, handle, poll_seconds=1.0, stop=lambda: False, on_error=None):
         """Read until `stop()`; an error of one read goes to `on_error` (raised without one), and the

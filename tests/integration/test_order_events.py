@@ -138,6 +138,36 @@ def test_following_survives_a_failed_read_and_reads_the_same_records_again(clien
     assert len(seen) == 2 and seen[0] == seen[1] and [type(e) for e in errors] == [ConnectionError]
 
 
+def test_a_record_failing_after_ten_retries_is_given_up_and_reading_goes_on_after_it(client, merchant, env):
+    """As the deployed mapping does (MaximumRetryAttempts 10, then its dead-letter queue); a record
+    that fails a few times and then publishes is not given up."""
+    import boto3
+
+    from chalicelib import streams
+    create_order(client, merchant, total_amount="1.00")
+    create_order(client, merchant, total_amount="2.00")
+    arn = streams.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"])
+    numbers, given_up, reads = [], [], []
+    streams.StreamReader(boto3.client("dynamodbstreams"), arn).read_once(
+        lambda batch: numbers.extend(r["dynamodb"]["SequenceNumber"] for r in batch))
+    assert len(numbers) == 2  # each order's INSERT
+    reader = streams.StreamReader(boto3.client("dynamodbstreams"), arn,
+                                  give_up=lambda shard, number: given_up.append(number))
+    flaky = iter([True, True, True])  # the first record fails three times, then publishes
+
+    def handle(records):
+        reads.append([r["dynamodb"]["SequenceNumber"] for r in records])
+        if records[0]["dynamodb"]["SequenceNumber"] == numbers[0] and next(flaky, False):
+            return [numbers[0]]
+        return [numbers[1]] if numbers[1] in reads[-1] else []
+    for _ in range(3 + 11):
+        reader.read_once(handle)
+    assert reads[:4] == [numbers] * 4 and given_up == [numbers[1]]
+    assert reads[4:] == [[numbers[1]]] * 10  # 1 failure at the fourth read, then 10 retries
+    reader.read_once(handle)
+    assert len(reads) == 14  # nothing left to read
+
+
 def test_order_items_changes_without_an_event_item_are_not_published(client, merchant, bus, stream, aws, env):
     no = create_order(client, merchant, total_amount="5.00")["out_trade_no"]
     # Bookkeeping on the order item (a QR code, a reconcile step) is not a change merchants act on.
@@ -315,7 +345,7 @@ def test_publish_events_publishes_from_the_oldest_record_and_again_with_the_same
     no = create_order(client, merchant, total_amount="7.00")["out_trade_no"]
     notify(client, merchant.notification(no, "7.00"))
     code, out, _ = manage("publish-events")
-    assert code == 0 and json.loads(out) == {"records": 3, "events": 2, "failed": 0}
+    assert code == 0 and json.loads(out) == {"records": 3, "events": 2, "failed": 0, "given_up": 0}
     first = bus.received()
     assert story(first) == [("order.created", W, "0.00"), ("order.paid", S, "0.00")]
     code, out, _ = manage("publish-events")
