@@ -7,8 +7,8 @@ from urllib.parse import urljoin
 import pytest
 import urllib3
 
+from chalicelib.orders import PAID
 from devstack import Stack
-
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
@@ -53,6 +53,25 @@ class Api:
 
     def get(self, url, **kw):
         return self.http.request("GET", url, redirect=False, **kw)
+
+    def post(self, path, body=None):
+        """A POST to the API: (status, its JSON answer)."""
+        r = self.http.request("POST", self.stack.api_url + path, body=json.dumps(body) if body is not None else None,
+                              headers={**self.auth, "Content-Type": "application/json"})
+        return r.status, json.loads(r.data)
+
+    def switch(self, method, **values):
+        """What the sandbox gateway answers to `method` next (its switches)."""
+        r = self.http.request("POST", self.stack.sandbox_url + "/sandbox/switches", body=json.dumps(
+            {"method": method, **values}), headers={"Content-Type": "application/json"})
+        assert r.status == 200, r.data
+
+    def paid_order(self, total_amount="50.00"):
+        """A page order paid at the cashier, once the notification has recorded it: its out_trade_no."""
+        order = self.create("page", total_amount=total_amount)
+        self.pay(self.open_cashier(order))
+        self.wait_for(order["out_trade_no"], lambda o: o["status"] in PAID)
+        return order["out_trade_no"]
 
     def open_cashier(self, order):
         """The browser follows the payment URL to the sandbox cashier; returns the cashier URL."""

@@ -16,11 +16,9 @@ import pytest
 from cryptography import x509
 
 from chalicelib.alipay import keys, money, signing
+from chalicelib.orders import PAID
 from devstack import APP_ID, ROOT, aws_environment, free_port
 from tests.e2e.conftest import Api
-
-PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
-
 
 class RunningStack:
     """`devstack.py` with CERT_MODE=1 (what `make run CERT_MODE=1` runs) in its own process: its
@@ -62,12 +60,6 @@ def cert_stack(tmp_path_factory):
     s = RunningStack(tmp_path_factory.mktemp("cert-stack"))
     yield s
     s.stop()
-
-
-def post(api, path, body=None):
-    r = api.http.request("POST", api.stack.api_url + path, body=json.dumps(body) if body is not None else None,
-                         headers={**api.auth, "Content-Type": "application/json"})
-    return r.status, json.loads(r.data)
 
 
 def secret(stack):
@@ -118,12 +110,12 @@ def test_purchase_refund_and_alipay_certificate_rotation_in_cert_mode(cert_stack
     assert api.get(back.headers["Location"]).status == 302  # the return verifies with the certificate's key
     assert api.wait_for(no, lambda o: o["status"] in PAID)["status"] == "TRADE_SUCCESS"
 
-    status, refund = post(api, f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "CR1"})
+    status, refund = api.post(f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "CR1"})
     assert status == 201 and refund["status"] == "REFUND_SUCCESS", refund
     assert refund_notification_answers(api, no, 1) == ["success"]  # signed under the first certificate
 
     rotated = json.loads(api.http.request("POST", cert_stack.sandbox_url + "/sandbox/rotate_alipay_cert").data)
-    status, refused = post(api, f"/orders/{no}/sync")
+    status, refused = api.post(f"/orders/{no}/sync")
     assert status == 502 and refused["error"]["code"] == "gateway_error"  # signed under a certificate it lacks
 
     current = secret(cert_stack)
@@ -133,9 +125,9 @@ def test_purchase_refund_and_alipay_certificate_rotation_in_cert_mode(cert_stack
     subprocess.run([sys.executable, "manage.py", "put-secret", "--file", str(secret_file)], cwd=ROOT,
                    env=dict(os.environ, **cert_stack.env), check=True, capture_output=True, timeout=60)
 
-    status, synced = post(api, f"/orders/{no}/sync")
+    status, synced = api.post(f"/orders/{no}/sync")
     assert status == 200 and synced["status"] == "TRADE_SUCCESS"
-    status, second = post(api, f"/orders/{no}/refunds", {"refund_amount": "3.00", "out_request_no": "CR2"})
+    status, second = api.post(f"/orders/{no}/refunds", {"refund_amount": "3.00", "out_request_no": "CR2"})
     # 202 when the call waits for Alipay's 3 s between refund calls of one trade (the worker sends it)
     assert status in (201, 202), second
     assert api.wait_for(no, lambda o: o["refunded_amount"] == "8.00")["refunded_amount"] == "8.00"

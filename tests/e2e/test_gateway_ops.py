@@ -7,23 +7,10 @@ import subprocess
 import sys
 import time
 
-
 from chalicelib import settings
+from chalicelib.orders import PAID
 from chalicelib.service import Backend, Context, reconcile, utc_now
 from devstack import APP_ID
-
-PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
-
-
-def post(api, path, body=None):
-    r = api.http.request("POST", api.stack.api_url + path, body=json.dumps(body) if body is not None else None,
-                         headers={**api.auth, "Content-Type": "application/json"})
-    return r.status, json.loads(r.data)
-
-
-def switch(api, method, **values):
-    api.http.request("POST", api.stack.sandbox_url + "/sandbox/switches", body=json.dumps({"method": method, **values}),
-                     headers={"Content-Type": "application/json"})
 
 
 def sandbox_trade(api, no):
@@ -31,19 +18,12 @@ def sandbox_trade(api, no):
     return trades[f"{APP_ID}-{no}"]
 
 
-def paid_page_order(api, total_amount="50.00"):
-    order = api.create("page", total_amount=total_amount)
-    api.pay(api.open_cashier(order))
-    api.wait_for(order["out_trade_no"], lambda o: o["status"] in PAID)
-    return order["out_trade_no"]
-
-
 def test_qr_order_is_paid_by_scanning(api):
     order = api.create("qr", total_amount="12.00")
     qr = order["payment"]["qr_code"]
     assert qr.startswith(api.stack.sandbox_url + "/qr/")
-    again = post(api, "/orders", {"product": "qr", "subject": "测试商品 A+B", "total_amount": "12.00",
-                                  "out_trade_no": order["out_trade_no"]})
+    again = api.post("/orders", {"product": "qr", "subject": "测试商品 A+B", "total_amount": "12.00",
+                                 "out_trade_no": order["out_trade_no"]})
     assert again[0] == 200 and again[1]["payment"]["qr_code"] == qr  # stored, no second precreate
     assert api.get(qr).status == 200  # the buyer scans
     api.pay(qr.replace("/qr/", "/cashier/"))
@@ -51,30 +31,30 @@ def test_qr_order_is_paid_by_scanning(api):
 
 
 def test_qr_precreate_failure_is_502_and_the_replay_tries_again(api):
-    switch(api, "alipay.trade.precreate", tamper=1)
+    api.switch("alipay.trade.precreate", tamper=1)
     body = {"product": "qr", "subject": "s", "total_amount": "3.00", "out_trade_no": f"QR{time.time_ns()}"}
-    status, answer = post(api, "/orders", body)
+    status, answer = api.post("/orders", body)
     assert status == 502 and answer["error"]["code"] == "gateway_error"
     assert api.order(body["out_trade_no"])["status"] == "WAIT_BUYER_PAY"  # stored, waiting, no QR
-    status, answer = post(api, "/orders", body)
+    status, answer = api.post("/orders", body)
     assert status == 200 and answer["payment"]["qr_code"]
 
 
 def test_partial_refunds_twice_then_the_rest(api):
-    no = paid_page_order(api, "50.00")
-    status, first = post(api, f"/orders/{no}/refunds", {"refund_amount": "10.00", "out_request_no": "R1"})
+    no = api.paid_order("50.00")
+    status, first = api.post(f"/orders/{no}/refunds", {"refund_amount": "10.00", "out_request_no": "R1"})
     assert status == 201 and first["status"] == "REFUND_SUCCESS" and first["order"]["refunded_amount"] == "10.00", first
-    assert post(api, f"/orders/{no}/refunds", {"refund_amount": "10.00", "out_request_no": "R1"})[0] == 200
-    status, conflict = post(api, f"/orders/{no}/refunds", {"refund_amount": "11.00", "out_request_no": "R1"})
+    assert api.post(f"/orders/{no}/refunds", {"refund_amount": "10.00", "out_request_no": "R1"})[0] == 200
+    status, conflict = api.post(f"/orders/{no}/refunds", {"refund_amount": "11.00", "out_request_no": "R1"})
     assert status == 409 and conflict["error"]["code"] == "idempotency_conflict"
     # Within 3 s of R1's call, Alipay's spacing defers R2's call to the worker's queue (202); on a
     # slow machine it may be made at once (201). Either way R2's 15.00 is reserved or refunded.
-    status, second = post(api, f"/orders/{no}/refunds", {"refund_amount": "15.00", "out_request_no": "R2"})
+    status, second = api.post(f"/orders/{no}/refunds", {"refund_amount": "15.00", "out_request_no": "R2"})
     assert (status, second["status"]) in ((202, "REFUND_PENDING"), (201, "REFUND_SUCCESS")), second
-    status, too_much = post(api, f"/orders/{no}/refunds", {"refund_amount": "25.01"})
+    status, too_much = api.post(f"/orders/{no}/refunds", {"refund_amount": "25.01"})
     assert status == 422 and too_much["error"]["code"] == "refund_not_allowed"
     api.wait_for(no, lambda o: o["refunded_amount"] == "25.00")  # the worker made R2's call, 3 s later
-    status, last = post(api, f"/orders/{no}/refunds", {"refund_amount": "25.00", "out_request_no": "R3"})
+    status, last = api.post(f"/orders/{no}/refunds", {"refund_amount": "25.00", "out_request_no": "R3"})
     assert status in (201, 202)
     api.wait_for(no, lambda o: o["status"] == "TRADE_CLOSED")
     api.wait_delivered(no, 4)  # payment + three refund notifications, each applied at most once
@@ -89,19 +69,19 @@ def test_partial_refunds_twice_then_the_rest(api):
 
 def test_refund_of_an_unpaid_order_is_422_and_changes_nothing(api):
     order = api.create("page", total_amount="5.00")
-    status, answer = post(api, f"/orders/{order['out_trade_no']}/refunds", {"refund_amount": "1.00"})
+    status, answer = api.post(f"/orders/{order['out_trade_no']}/refunds", {"refund_amount": "1.00"})
     assert status == 422 and answer["error"]["code"] == "refund_not_allowed"
     assert api.order(order["out_trade_no"])["refunds"] == []
 
 
 def test_refund_retried_after_a_timeout_is_not_paid_twice(api):
-    no = paid_page_order(api, "20.00")
+    no = api.paid_order("20.00")
     api.trigger("never_sent", no)  # the refund's notification must not settle it for us
-    switch(api, "alipay.trade.refund", delay_count=1, delay_seconds=3)  # done at Alipay, answered too late
-    status, pending = post(api, f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "RT"})
+    api.switch("alipay.trade.refund", delay_count=1, delay_seconds=3)  # done at Alipay, answered too late
+    status, pending = api.post(f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "RT"})
     assert status == 202 and pending["status"] == "REFUND_PENDING"
     # The same refund again: sent again (after the 3 s spacing, by the worker), refunded once.
-    status, retried = post(api, f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "RT"})
+    status, retried = api.post(f"/orders/{no}/refunds", {"refund_amount": "5.00", "out_request_no": "RT"})
     assert status in (200, 202)
     api.wait_for(no, lambda o: o["refunds"][0]["status"] == "REFUND_SUCCESS")
     final = api.order(no)
@@ -112,14 +92,14 @@ def test_refund_retried_after_a_timeout_is_not_paid_twice(api):
 def test_close_an_unpaid_order_and_one_alipay_never_saw(api):
     opened = api.create("page", total_amount="8.00")
     api.open_cashier(opened)
-    status, view = post(api, f"/orders/{opened['out_trade_no']}/close")
+    status, view = api.post(f"/orders/{opened['out_trade_no']}/close")
     assert status == 200 and view["status"] == "TRADE_CLOSED"
     assert sandbox_trade(api, opened["out_trade_no"])["status"] == "TRADE_CLOSED"
     never = api.create("page", total_amount="8.00")
-    status, view = post(api, f"/orders/{never['out_trade_no']}/close")
+    status, view = api.post(f"/orders/{never['out_trade_no']}/close")
     assert status == 200 and view["status"] == "TRADE_CLOSED"  # ACQ.TRADE_NOT_EXIST: closed here
-    paid = paid_page_order(api, "8.00")
-    status, answer = post(api, f"/orders/{paid}/close")
+    paid = api.paid_order("8.00")
+    status, answer = api.post(f"/orders/{paid}/close")
     assert status == 409 and answer["error"]["code"] == "order_not_closable"
 
 
@@ -127,7 +107,7 @@ def test_paid_after_local_close_reopens_with_an_anomaly(api):
     order = api.create("page", total_amount="8.00")
     no = order["out_trade_no"]
     api.open_cashier(order)
-    post(api, f"/orders/{no}/close")
+    api.post(f"/orders/{no}/close")
     assert sandbox_trade(api, no)["status"] == "TRADE_CLOSED"
     api.trigger("late_finished", no)  # Alipay's word on money wins: it reports the trade paid anyway
     final = api.wait_for(no, lambda o: o["status"] != "TRADE_CLOSED")
@@ -142,7 +122,7 @@ def test_sync_after_a_notification_that_was_never_sent(api):
     api.trigger("never_sent", no)
     api.pay(cashier)
     assert api.order(no)["status"] == "WAIT_BUYER_PAY"
-    status, view = post(api, f"/orders/{no}/sync")
+    status, view = api.post(f"/orders/{no}/sync")
     assert status == 200 and view["status"] == "TRADE_SUCCESS" and view["trade_no"]
     assert [e["source"] for e in api.events(no)] == ["api", "query"]
 
@@ -150,8 +130,8 @@ def test_sync_after_a_notification_that_was_never_sent(api):
 def test_sync_with_an_unverifiable_answer_is_502_and_changes_nothing(api):
     order = api.create("page", total_amount="9.00")
     api.open_cashier(order)
-    switch(api, "alipay.trade.query", tamper=1)
-    status, answer = post(api, f"/orders/{order['out_trade_no']}/sync")
+    api.switch("alipay.trade.query", tamper=1)
+    status, answer = api.post(f"/orders/{order['out_trade_no']}/sync")
     assert status == 502 and answer["error"]["code"] == "gateway_error"
 
 
@@ -160,7 +140,7 @@ def test_return_syncs_and_still_redirects_when_alipay_is_slow(api):
     no = order["out_trade_no"]
     cashier = api.open_cashier(order)
     api.trigger("never_sent", no)
-    switch(api, "alipay.trade.query", delay_count=1, delay_seconds=6)
+    api.switch("alipay.trade.query", delay_count=1, delay_seconds=6)
     back = api.pay(cashier)
     shown = api.get(back.headers["Location"])
     # Alipay has it paid, and its slow answer would say so: WAIT means we gave up and redirected.
@@ -175,12 +155,12 @@ def test_app_result_is_verified_but_never_marks_paid(api):
     r = api.http.request("POST", api.stack.sandbox_url + "/app/pay", encode_multipart=False,
                          fields={"order_string": order["payment"]["order_string"]})
     result = json.loads(r.data)
-    status, answer = post(api, f"/orders/{order['out_trade_no']}/app-result", result)
+    status, answer = api.post(f"/orders/{order['out_trade_no']}/app-result", result)
     assert status == 200 and answer["verified"] is True and answer["reason"] is None
     tampered = dict(result, result=result["result"].replace("6.66", "0.01"))
-    assert post(api, f"/orders/{order['out_trade_no']}/app-result", tampered)[1]["verified"] is False
+    assert api.post(f"/orders/{order['out_trade_no']}/app-result", tampered)[1]["verified"] is False
     other = api.create("app", total_amount="6.66")
-    status, answer = post(api, f"/orders/{other['out_trade_no']}/app-result", result)
+    status, answer = api.post(f"/orders/{other['out_trade_no']}/app-result", result)
     assert answer["verified"] is False and answer["reason"] == "out_trade_no_mismatch"
 
 
@@ -202,10 +182,10 @@ def test_reconciler_fixes_a_never_notified_payment_and_closes_an_expired_order(a
 
 
 def test_reconciler_settles_a_refund_of_unknown_outcome(api, stack):
-    no = paid_page_order(api, "30.00")
+    no = api.paid_order("30.00")
     api.trigger("never_sent", no)  # keep the refund notification from settling it: the reconciler must
-    switch(api, "alipay.trade.refund", delay_count=1, delay_seconds=3)
-    assert post(api, f"/orders/{no}/refunds", {"refund_amount": "3.00", "out_request_no": "RU"})[0] == 202
+    api.switch("alipay.trade.refund", delay_count=1, delay_seconds=3)
+    assert api.post(f"/orders/{no}/refunds", {"refund_amount": "3.00", "out_request_no": "RU"})[0] == 202
     summary = json.loads(subprocess.run([sys.executable, "manage.py", "reconcile", "--min-age", "0"],
                                         cwd=str(settings.__file__).rsplit("/chalicelib", 1)[0],
                                         env=dict(os.environ, **stack.env), capture_output=True, text=True,
@@ -218,9 +198,9 @@ def test_reconciler_settles_a_refund_of_unknown_outcome(api, stack):
 def test_a_20000_answer_is_retried_once_with_the_same_request(api):
     order = api.create("page", total_amount="9.00")
     api.open_cashier(order)
-    switch(api, "alipay.trade.query", fail_20000=1)
-    status, view = post(api, f"/orders/{order['out_trade_no']}/sync")
+    api.switch("alipay.trade.query", fail_20000=1)
+    status, view = api.post(f"/orders/{order['out_trade_no']}/sync")
     assert status == 200 and view["status"] == "WAIT_BUYER_PAY"
-    switch(api, "alipay.trade.query", fail_20000=2)
-    status, answer = post(api, f"/orders/{order['out_trade_no']}/sync")
+    api.switch("alipay.trade.query", fail_20000=2)
+    status, answer = api.post(f"/orders/{order['out_trade_no']}/sync")
     assert status == 502 and answer["error"]["code"] == "gateway_error"

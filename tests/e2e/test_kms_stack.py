@@ -11,10 +11,10 @@ import types
 import boto3
 import pytest
 
+from chalicelib.orders import PAID
 from tests.e2e.conftest import Api
 from tests.e2e.stacks import ROOT, local_stack, make_run
 
-PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
 KMS_BANNER = "App key              in KMS (moto), alias/chalice-alipay-local"
 
 

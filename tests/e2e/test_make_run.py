@@ -18,13 +18,7 @@ import urllib3
 
 from devstack import free_port
 from tests.e2e.conftest import FormParser
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def port_is_free(port):
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+from tests.e2e.stacks import ROOT, port_is_free
 
 
 @pytest.fixture(scope="module")

@@ -10,26 +10,7 @@ import sys
 from devstack import APP_ID
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
-
-
-def post(api, path, body=None):
-    r = api.http.request("POST", api.stack.api_url + path, body=json.dumps(body) if body is not None else None,
-                         headers={**api.auth, "Content-Type": "application/json"})
-    return r.status, json.loads(r.data)
-
-
-def switch(api, **values):
-    api.http.request("POST", api.stack.sandbox_url + "/sandbox/switches",
-                     body=json.dumps({"method": "alipay.trade.refund", **values}),
-                     headers={"Content-Type": "application/json"})
-
-
-def paid(api, total):
-    order = api.create("page", total_amount=total)
-    api.pay(api.open_cashier(order))
-    api.wait_for(order["out_trade_no"], lambda o: o["status"] in PAID)
-    return order["out_trade_no"]
+REFUND = "alipay.trade.refund"
 
 
 def reconcile(stack):
@@ -45,11 +26,11 @@ def refunds_at_alipay(api, no):
 
 
 def test_a_refund_answered_system_error_that_went_through_is_counted_once(api, stack):
-    no = paid(api, "30.00")
-    switch(api, answer_count=1, answer_sub_code="ACQ.SYSTEM_ERROR", perform=True)  # done, answered as failed
-    status, answer = post(api, f"/orders/{no}/refunds", {"refund_amount": "30.00", "out_request_no": "SYS1"})
+    no = api.paid_order("30.00")
+    api.switch(REFUND, answer_count=1, answer_sub_code="ACQ.SYSTEM_ERROR", perform=True)  # done, answered as failed
+    status, answer = api.post(f"/orders/{no}/refunds", {"refund_amount": "30.00", "out_request_no": "SYS1"})
     assert status == 202 and answer["status"] == "REFUND_PENDING"
-    status, answer = post(api, f"/orders/{no}/refunds", {"refund_amount": "1.00", "out_request_no": "SYS2"})
+    status, answer = api.post(f"/orders/{no}/refunds", {"refund_amount": "1.00", "out_request_no": "SYS2"})
     assert status == 422 and answer["error"]["code"] == "refund_not_allowed"  # SYS1's amount stays reserved
     reconcile(stack)
     final = api.wait_for(no, lambda o: o["status"] == "TRADE_CLOSED")
@@ -59,9 +40,9 @@ def test_a_refund_answered_system_error_that_went_through_is_counted_once(api, s
 
 
 def test_a_console_refund_while_ours_is_pending_and_ours_never_reached_alipay(api, stack):
-    no = paid(api, "50.00")
-    switch(api, answer_count=1, answer_sub_code="ACQ.SYSTEM_ERROR")  # refused before anything happened
-    assert post(api, f"/orders/{no}/refunds", {"refund_amount": "20.00", "out_request_no": "OURS"})[0] == 202
+    no = api.paid_order("50.00")
+    api.switch(REFUND, answer_count=1, answer_sub_code="ACQ.SYSTEM_ERROR")  # refused before anything happened
+    assert api.post(f"/orders/{no}/refunds", {"refund_amount": "20.00", "out_request_no": "OURS"})[0] == 202
     api.trigger("console_refund", no, amount="10.00", out_request_no="CONSOLE")
     api.wait_for(no, lambda o: any(r["out_request_no"] == "CONSOLE" for r in o["refunds"]))
     reconcile(stack)  # ours: unknown at Alipay, sent again; the console refund's amount learned
@@ -69,7 +50,7 @@ def test_a_console_refund_while_ours_is_pending_and_ours_never_reached_alipay(ap
                                            for r in o["refunds"]) and o["refunded_amount"] == "30.00")
     assert {(r["out_request_no"], r["refund_amount"]) for r in final["refunds"]} == {("OURS", "20.00"),
                                                                                  ("CONSOLE", "10.00")}
-    status, _ = post(api, f"/orders/{no}/refunds", {"refund_amount": "20.00", "out_request_no": "REST"})
+    status, _ = api.post(f"/orders/{no}/refunds", {"refund_amount": "20.00", "out_request_no": "REST"})
     assert status in (201, 202)  # 202 when the resend a moment ago still holds the 3 s slot
     final = api.wait_for(no, lambda o: o["status"] == "TRADE_CLOSED")
     assert final["refunded_amount"] == "50.00"
@@ -77,9 +58,9 @@ def test_a_console_refund_while_ours_is_pending_and_ours_never_reached_alipay(ap
 
 
 def test_a_refund_lost_on_the_way_is_sent_again_and_settles(api, stack):
-    no = paid(api, "40.00")
-    switch(api, lost_count=1, lost_as="drop")
-    status, answer = post(api, f"/orders/{no}/refunds", {"refund_amount": "15.00", "out_request_no": "LOST"})
+    no = api.paid_order("40.00")
+    api.switch(REFUND, lost_count=1, lost_as="drop")
+    status, answer = api.post(f"/orders/{no}/refunds", {"refund_amount": "15.00", "out_request_no": "LOST"})
     assert status == 202 and refunds_at_alipay(api, no) == {}
     reconcile(stack)
     final = api.wait_for(no, lambda o: o["refunds"][0]["status"] == "REFUND_SUCCESS")

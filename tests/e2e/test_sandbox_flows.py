@@ -10,10 +10,8 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 import pytest
 
 from chalicelib.alipay import gateway, keys, signing
+from chalicelib.orders import PAID
 from tests.e2e.conftest import FormParser
-
-PAID = ("TRADE_SUCCESS", "TRADE_FINISHED")
-
 
 def test_page_flow_by_url(api):
     order = api.create("page")
@@ -118,12 +116,6 @@ def test_sandbox_refuses_a_timestamp_that_is_not_beijing_time(api):
 
 # ---- scenarios ---------------------------------------------------------------------------
 
-def paid_order(api, total_amount="50.00"):
-    order = api.create("page", total_amount=total_amount)
-    api.pay(api.open_cashier(order))
-    api.wait_for(order["out_trade_no"], lambda o: o["status"] in PAID)
-    return order["out_trade_no"]
-
 
 def opened_order(api, total_amount="50.00"):
     order = api.create("page", total_amount=total_amount)
@@ -201,14 +193,14 @@ def test_scenario_gbk_and_extra_parameters_verify_and_apply(api, scenario):
 
 
 def test_scenario_late_finished(api):
-    no = paid_order(api)
+    no = api.paid_order()
     api.trigger("late_finished", no)
     assert api.wait_for(no, lambda o: o["status"] == "TRADE_FINISHED")["status"] == "TRADE_FINISHED"
     assert transitions(api, no) == [("WAIT_BUYER_PAY", "TRADE_SUCCESS"), ("TRADE_SUCCESS", "TRADE_FINISHED")]
 
 
 def test_scenario_partial_refunds_then_full(api):
-    no = paid_order(api, "50.00")
+    no = api.paid_order("50.00")
     api.trigger("partial_refund", no, refund_amount="10.00", out_request_no="R1")
     api.wait_for(no, lambda o: o["refunded_amount"] == "10.00")
     api.trigger("partial_refund", no, refund_amount="15.00", out_request_no="R2")
