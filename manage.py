@@ -45,12 +45,12 @@ def _ensure_event_bus():
 def publish_events(args):
     """The stream function's work where no Lambda reads the stream: from the oldest record, once
     (exit 1 when some record could not be published) or following new records until Ctrl-C."""
-    from chalicelib import streams
+    import streamreader
     from chalicelib.service import Backend, Context, publish
     ctx = Context(Backend(), time_left=lambda: 600.0)
     try:
-        arn = streams.latest_stream_arn(_client("dynamodb"), ctx.settings.orders_table)
-    except streams.NoStream as error:
+        arn = streamreader.latest_stream_arn(_client("dynamodb"), ctx.settings.orders_table)
+    except streamreader.NoStream as error:
         print(str(error), file=sys.stderr)
         return 1
     totals = {"records": 0, "events": 0, "failed": 0, "given_up": 0}
@@ -68,7 +68,7 @@ def publish_events(args):
         print(f"publish-events: record {number} of {shard} still not published after {reader.max_retries} "
               "retries; given up, as the deployed mapping sends it to its dead-letter queue", file=sys.stderr, flush=True)
 
-    reader = streams.StreamReader(_client("dynamodbstreams"), arn, give_up=give_up)
+    reader = streamreader.StreamReader(_client("dynamodbstreams"), arn, give_up=give_up)
     if not args.follow:
         reader.read_once(handle)
         print(json.dumps(totals))

@@ -221,12 +221,15 @@ class OrderStore:
             "ExpressionAttributeValues": _dump(values)}}]
         seq = expected.version + 1
         extra = {"snapshot": snapshot} if snapshot else {}
-        for key, event in events:
-            items.append({"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-                                  "Item": _event_item(out_trade_no, key, dict(event, seq=seq, **extra))}})
+        # Records before events: the stream carries a transaction's items in this order, so a refund
+        # that settles before the transition it causes (the last refund closes the order), as
+        # GET /orders/{out_trade_no}/events lists them.
         for key, record in records:
             items.append({"Put": {"TableName": self.table, "Item": _event_item(
                 out_trade_no, key, dict(record, seq=record.get("seq", seq), **extra))}})
+        for key, event in events:
+            items.append({"Put": {"TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
+                                  "Item": _event_item(out_trade_no, key, dict(event, seq=seq, **extra))}})
         self._call("transact_write_items", TransactItems=items)
 
     def due_orders(self, shard, now_epoch, start=None, limit=200):

@@ -29,7 +29,7 @@ from tests.support import Merchant
 
 STAGE = "dev"
 PROJECT_FILES = ["app.py", "chalicelib", "deploy", "manage.py", "Makefile", "requirements.txt",
-                 "requirements-dev.txt", "sqsdrain.py"]
+                 "requirements-dev.txt", "sqsdrain.py", "streamreader.py"]
 
 
 def copy_project(target, wheelhouse):

@@ -7,7 +7,7 @@ import pathlib
 import boto3
 import jsonschema
 
-from chalicelib import streams
+import streamreader
 from chalicelib.service import publish
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -32,9 +32,9 @@ class StreamFunction:
     handler with each batch, as the event source mapping would; keeps what each call answered."""
 
     def __init__(self, client, table, batch_size=100):
-        arn = streams.latest_stream_arn(boto3.client("dynamodb"), table)
+        arn = streamreader.latest_stream_arn(boto3.client("dynamodb"), table)
         self.client, self.arn = client, arn
-        self.reader = streams.StreamReader(boto3.client("dynamodbstreams"), arn, batch_size=batch_size)
+        self.reader = streamreader.StreamReader(boto3.client("dynamodbstreams"), arn, batch_size=batch_size)
         self.calls = []  # (records as delivered, the handler's answer)
 
     def handle(self, records):

@@ -1,5 +1,6 @@
 """The table's stream read as Lambda's event source mapping reads it, for where nothing triggers
 the publisher (a moto server: traps.md): `manage.py publish-events [--follow]` and `make run`.
+Never deployed.
 
 From the oldest record of every shard (TRIM_HORIZON, parents before children), in batches as
 GetRecords returns them, each handed to `handle`, which answers the sequence numbers it could not
