@@ -37,6 +37,8 @@ from sandbox.state import State
 from sandbox.timing import Clock
 from sandbox.trades import Ledger
 
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><rect width="64" height="64" rx="14" '
+           'fill="#1677ff"/><text x="32" y="45" font-size="36" text-anchor="middle" fill="#fff">支</text></svg>')
 ADMIN_ENDPOINTS = {"register_app", "register_partner", "switches", "clock", "certs", "rotate_alipay_cert",
                    "trades", "notifications", "trigger", "reset"}
 
@@ -66,6 +68,7 @@ class Sandbox(Gateway, Barcode, Cashier, LegacyMapi, Notifier, Ledger, Scenarios
             Rule("/sandbox/trigger", endpoint="trigger", methods=["POST"]),
             Rule("/sandbox/reset", endpoint="reset", methods=["POST"]),
             Rule("/", endpoint="index", methods=["GET"]),
+            Rule("/favicon.ico", endpoint="favicon", methods=["GET"]),  # browsers ask for it: no 404 in their console
         ])
         self._cert_keys = {}
         self._stop = threading.Event()
@@ -100,6 +103,10 @@ class Sandbox(Gateway, Barcode, Cashier, LegacyMapi, Notifier, Ledger, Scenarios
         if current not in self._cert_keys:  # parsing a PEM key costs milliseconds: once per key
             self._cert_keys[current] = certs.load_key(self.state.pki["alipay_certs"][current]["key"])
         return self._cert_keys[current], current
+
+    @staticmethod
+    def on_favicon(request):
+        return Response(FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @staticmethod
     def json(data, status=200):

@@ -97,8 +97,9 @@ def test_the_shop_offers_cards_and_picks_h5_on_phones(tab, stack):
         assert len({round(box["x"]) for box in boxes}) == 1
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
     tab.shot("shop")
-    icon = page.request.get(stack.shop_url + "/favicon.ico")
-    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    for site in (stack.shop_url, stack.sandbox_url):  # the shop's, and the sandbox cashier's
+        icon = page.request.get(site + "/favicon.ico")
+        assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
 
 
 def test_buy_pay_and_read_the_result_in_words(tab, stack, api):
