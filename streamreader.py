@@ -4,9 +4,11 @@ Never deployed.
 
 From the oldest record of every shard (TRIM_HORIZON, parents before children), in batches as
 GetRecords returns them, each handed to `handle`, which answers the sequence numbers it could not
-publish. Like Lambda, a batch with failures is read again from its first failed record; like the
-deployed mapping (MaximumRetryAttempts 10, then its dead-letter queue), a record still failing
-after ten retries is given up (handed to `give_up`) and reading goes on after it.
+publish. Like Lambda, a batch with failures is read again from its first failed record, and a
+shard's children wait until it is read to its end. Like the deployed mapping (MaximumRetryAttempts
+10), a record still failing after ten retries is given up (handed to `give_up`; in AWS the batch's
+range goes to the dead-letter queue) and reading goes on after it. An exception (the local AWS
+restarting) is not a failed record: `follow` reads again from the same place, without a limit.
 """
 import time
 
@@ -48,7 +50,7 @@ class StreamReader:
             for shard in shards:
                 parent = shard.get("ParentShardId")
                 if shard["ShardId"] not in placed and (parent not in ids or parent in placed):
-                    ordered.append(shard["ShardId"])
+                    ordered.append((shard["ShardId"], parent if parent in ids else None))
                     placed.add(shard["ShardId"])
         return ordered
 
@@ -61,7 +63,9 @@ class StreamReader:
     def read_once(self, handle):
         """Everything not read yet, in order. Returns (records, failed records)."""
         seen = failed = 0
-        for shard in self._shards():
+        for shard, parent in self._shards():
+            if parent is not None and parent not in self._closed:
+                continue  # its parent is not read to its end yet (a record there failed)
             iterator = None if shard in self._closed else self._iterator(shard)
             while iterator:
                 page = self._streams.get_records(ShardIterator=iterator, Limit=self.batch_size)

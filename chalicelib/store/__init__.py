@@ -221,9 +221,9 @@ class OrderStore:
             "ExpressionAttributeValues": _dump(values)}}]
         seq = expected.version + 1
         extra = {"snapshot": snapshot} if snapshot else {}
-        # Records before events: the stream carries a transaction's items in this order, so a refund
-        # that settles before the transition it causes (the last refund closes the order), as
-        # GET /orders/{out_trade_no}/events lists them.
+        # Records before events, as GET /orders/{out_trade_no}/events lists them: a last refund
+        # settles, then the order closes. moto's stream keeps a transaction's order; DynamoDB's does
+        # not promise one among a transaction's records (README, "Delivery").
         for key, record in records:
             items.append({"Put": {"TableName": self.table, "Item": _event_item(
                 out_trade_no, key, dict(record, seq=record.get("seq", seq), **extra))}})
