@@ -65,8 +65,9 @@ def publish_events(args):
 
     def give_up(shard, number):
         totals["given_up"] += 1
-        print(f"publish-events: record {number} of {shard} still not published after {reader.max_retries} "
-              "retries; given up, as the deployed mapping sends it to its dead-letter queue", file=sys.stderr, flush=True)
+        print(f"publish-events: record {number} of {shard} still not published after {reader.max_retries} retries; "
+              "given up (in AWS the mapping sends its batch's range to the dead-letter queue)", file=sys.stderr,
+              flush=True)
 
     reader = streamreader.StreamReader(_client("dynamodbstreams"), arn, give_up=give_up)
     if not args.follow:
