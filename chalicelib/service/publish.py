@@ -24,7 +24,7 @@ from chalicelib import metrics, orders
 from chalicelib.alipay.money import format_amount
 from chalicelib.service import log_event
 from chalicelib.service.views import created_entry, listed
-from chalicelib.store import UnreadableRecord, products_and_totals, products_and_totals_in, stream_change
+from chalicelib.store import UnreadableRecord, products_and_totals_in, stream_change
 
 SOURCE = "chalice-alipay"
 DETAIL_VERSION = 1
@@ -134,7 +134,7 @@ def _entries(ctx, records, changes, failures):
     one read for all the orders without."""
     facts = products_and_totals_in(records)
     missing = {c.out_trade_no for _, c in changes} - set(facts)
-    facts.update(products_and_totals(ctx.store, missing) if missing else {})
+    facts.update(ctx.store.products_and_totals(missing) if missing else {})
     entries = []
     for number, change in changes:
         try:

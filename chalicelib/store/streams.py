@@ -1,10 +1,8 @@
 """Stream records of the table, as the events publisher needs them (contract, "Order events"):
 only the store knows which item is an order, an event or a refund record."""
-import random
 from typing import NamedTuple, Optional
 
-from chalicelib.errors import Unavailable
-from chalicelib.store import ORDER_SK, RETRY_DELAYS, _load, _public, order_key
+from chalicelib.store import ORDER_SK, _load, _public
 
 _REFUND_SK = "EVENT#refund#"
 
@@ -71,27 +69,4 @@ def products_and_totals_in(records):
         if keys.get("sk", {}).get("S") == ORDER_SK and "product" in image and "total_amount" in image:
             item = _load({name: image[name] for name in ("out_trade_no", "product", "total_amount")})
             found[item["out_trade_no"]] = (item["product"], item["total_amount"])
-    return found
-
-
-def products_and_totals(order_store, out_trade_nos, attempts=5):
-    """{out_trade_no: (product, total_amount)} of the orders named, which never change after an
-    order is created: one BatchGetItem per 100 orders (unprocessed keys asked again), read
-    consistently (an order created a moment ago is found). An order that does not exist is left out."""
-    found, names = {}, sorted(set(out_trade_nos))
-    for start in range(0, len(names), 100):
-        request = {order_store.table: {"Keys": [order_key(no) for no in names[start:start + 100]],
-                                       "ProjectionExpression": "out_trade_no, product, total_amount",
-                                       "ConsistentRead": True}}
-        for attempt in range(attempts):
-            answer = order_store._call("batch_get_item", RequestItems=request)
-            for item in answer.get("Responses", {}).get(order_store.table, []):
-                item = _load(item)
-                found[item["out_trade_no"]] = (item["product"], item["total_amount"])
-            request = answer.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            order_store.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)] * (0.5 + random.random()))
-        else:
-            raise Unavailable("DynamoDB batch_get_item: keys left unprocessed")
     return found
