@@ -16,7 +16,7 @@ import time
 from boto3.dynamodb.types import TypeDeserializer
 
 from bench.timing import MotoProcess, summary
-from devstack import aws_environment
+from localaws import aws_environment
 from tests.support import Merchant
 
 TABLE, SECRET, BUS = "bench-events", "bench/events-merchant", "bench-bus"

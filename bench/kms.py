@@ -13,7 +13,7 @@ from collections import Counter
 
 
 from bench.timing import BotocoreMeter, LambdaContext, MotoProcess, bench_table, proxy_event, timed_batches
-from devstack import aws_environment
+from localaws import aws_environment
 from tests.support import Merchant
 
 TABLE = "bench-kms-orders"

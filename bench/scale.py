@@ -12,7 +12,8 @@ from collections import Counter
 import botocore.client
 
 from bench.timing import bench_table
-from devstack import MotoServer, aws_environment, free_port, http_json, wait_until_up
+from devstack import free_port, http_json, wait_until_up
+from localaws import MotoServer, aws_environment
 from tests.support import Merchant
 
 NS = (1_000, 10_000)

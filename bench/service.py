@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from bench.timing import LambdaContext, MotoProcess, bench_table, proxy_event, summary, timed_batches
-from devstack import aws_environment
+from localaws import aws_environment
 from tests.support import Merchant
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

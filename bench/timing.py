@@ -85,7 +85,7 @@ class MotoProcess:
 
     def start(self):
         from devstack import ROOT
-        script = ("import sys; from devstack import MotoServer; "
+        script = ("import sys; from localaws import MotoServer; "
                   "print(MotoServer(0).start().port, flush=True); sys.stdin.read()")
         self._process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True)

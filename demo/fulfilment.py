@@ -44,7 +44,7 @@ class Fulfilment:
 
     def poll_once(self):
         # Short polls: the local moto server serves one request at a time, and a long poll would
-        # hold it for everyone else (devstack.MotoServer).
+        # hold it for everyone else (localaws.MotoServer).
         messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
                                             WaitTimeSeconds=0).get("Messages", [])
         for message in messages:

@@ -63,10 +63,11 @@ class Moto:
     (alipay-orders-prod, ...) must not meet another module's."""
 
     def __init__(self):
-        from devstack import aws_environment, free_port, wait_until_up
+        from devstack import free_port, wait_until_up
+        from localaws import aws_environment
         port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", f"import time, devstack; devstack.MotoServer({port}).start(); time.sleep(86400)"],
+            [sys.executable, "-c", f"import time, localaws; localaws.MotoServer({port}).start(); time.sleep(86400)"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{port}"
         wait_until_up(self.url, self.process)

@@ -17,7 +17,8 @@ from cryptography import x509
 
 from chalicelib.alipay import keys, money, signing
 from chalicelib.orders import PAID
-from devstack import APP_ID, ROOT, aws_environment, free_port
+from devstack import APP_ID, ROOT, free_port
+from localaws import aws_environment
 from tests.e2e.conftest import Api
 
 class RunningStack:

@@ -8,7 +8,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import store
-from devstack import MotoServer, aws_environment
+from localaws import MotoServer, aws_environment
 from tests.integration.helpers import FakeMapi, ScriptedAlipay
 from tests.support import Merchant, set_environment
 

@@ -104,7 +104,7 @@ def test_a_reader_that_follows_sees_every_change_after_a_failed_transaction(clie
 def test_a_transaction_cancelled_while_the_reader_pages_leaves_no_phantom_and_skips_nothing(client, merchant, bus, env):
     """A duplicate notification whose guessed state loses while the reader is between two pages, on
     iterators it already holds: DynamoDB writes no record of a cancelled transaction, and the local
-    moto must not either (devstack.MotoServer). Two `order.paid` reached the demo shop so once."""
+    moto must not either (localaws.MotoServer). Two `order.paid` reached the demo shop so once."""
     no = create_order(client, merchant, total_amount="5.00")["out_trade_no"]
     notify(client, merchant.notification(no, "5.00"))
     again = merchant.notification(no, "5.00", notify_id=f"{no}-again")  # a new notify_id: a new event key
