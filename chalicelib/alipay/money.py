@@ -51,13 +51,20 @@ def beijing_timestamp(now=None):
 _GMT = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2}) ([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2})(?:\.([0-9]{1,6}))?")
 
 
+def read_time(pattern, text, zone):
+    """The time `pattern` (groups: year, month, day, hour, minute, second, fraction or None)
+    matches as the whole of `text`, in `zone`; ValueError for anything else (a month 13 too).
+    Faster than strptime, and as lenient about one-digit fields."""
+    match = pattern.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a time in the expected layout: {text!r}")
+    *fields, fraction = match.groups()
+    return datetime.datetime(*map(int, fields), int((fraction or "0").ljust(6, "0")), tzinfo=zone)
+
+
 def parse_beijing_time(value):
     """Alipay's `gmt_*` (Beijing time, maybe with `.S`) as an aware datetime, or None."""
-    match = _GMT.fullmatch(value) if value else None
-    if match is None:
-        return None
-    *fields, fraction = match.groups()
     try:
-        return datetime.datetime(*map(int, fields), int((fraction or "0").ljust(6, "0")), tzinfo=BEIJING)
-    except ValueError:  # a month 13, a February 30
+        return read_time(_GMT, value, BEIJING) if value else None
+    except ValueError:
         return None

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import metrics, settings as settings_module
 from chalicelib.alipay.client import GatewayClient
+from chalicelib.alipay.money import read_time
 from chalicelib.errors import NotFound, NotSupported, Unavailable
 from chalicelib.merchant import MerchantSource
 from chalicelib.store import OrderStore, valid_out_trade_no
@@ -64,11 +65,7 @@ _ISO = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})T([0-9]{1,2}):([0-9]{1,2
 
 def parse_iso(text):
     """The inverse of iso(); ValueError for anything else."""
-    match = _ISO.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a UTC time as the table keeps it: {text!r}")
-    *fields, fraction = match.groups()
-    return datetime.datetime(*map(int, fields), int(fraction.ljust(6, "0")), tzinfo=datetime.timezone.utc)
+    return read_time(_ISO, text, datetime.timezone.utc)
 
 
 class Backend:
