@@ -166,7 +166,7 @@ class OrderStore:
                                     "ConsistentRead": True}}
             for attempt in range(attempts):
                 if attempt:  # unprocessed keys: DynamoDB ran out of capacity, back off before asking again
-                    self.sleep(RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)] * (0.5 + random.random()))
+                    self._back_off(RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)])
                 answer = self._call("batch_get_item", RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
                     item = _load(item)
@@ -338,6 +338,10 @@ class OrderStore:
 
     # ---- the one place AWS errors are classified -----------------------------------------
 
+    def _back_off(self, delay):
+        """Sleep about `delay` seconds, jittered (half to one and a half), so retries spread out."""
+        self.sleep(delay * (0.5 + random.random()))
+
     def _call(self, operation, **kwargs):
         """One DynamoDB call, its refusals read by reason (contract, State machine):
         a failed condition -> ConditionFailed (the caller decides again); a transaction conflict
@@ -365,7 +369,7 @@ class OrderStore:
             except BotoCoreError as error:
                 failure = f"DynamoDB {operation}: {type(error).__name__}"
             if delay is not None:
-                self.sleep(delay * (0.5 + random.random()))
+                self._back_off(delay)
         raise Unavailable(failure)
 
 
