@@ -46,11 +46,12 @@ def publish_events(args):
     """The stream function's work where no Lambda reads the stream: from the oldest record, once
     (exit 1 when some record could not be published) or following new records until Ctrl-C."""
     import streamreader
+    from chalicelib import store
     from chalicelib.service import Backend, Context, publish
     ctx = Context(Backend(), time_left=lambda: 600.0)
     try:
-        arn = streamreader.latest_stream_arn(_client("dynamodb"), ctx.settings.orders_table)
-    except streamreader.NoStream as error:
+        arn = store.latest_stream_arn(_client("dynamodb"), ctx.settings.orders_table)
+    except store.NoStream as error:
         print(str(error), file=sys.stderr)
         return 1
     totals = {"records": 0, "events": 0, "failed": 0, "given_up": 0}

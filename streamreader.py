@@ -13,17 +13,6 @@ restarting) is not a failed record: `follow` reads again from the same place, wi
 import time
 
 
-class NoStream(Exception):
-    """The table has no stream: `manage.py create-table` enables it."""
-
-
-def latest_stream_arn(dynamodb, table):
-    arn = dynamodb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
-    if not arn:
-        raise NoStream(f"{table} has no stream; run `python manage.py create-table`")
-    return arn
-
-
 class StreamReader:
     """Keeps a position per shard, not an iterator: each read asks for a fresh iterator there.
     Iterators expire (15 minutes in DynamoDB)."""

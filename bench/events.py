@@ -69,7 +69,7 @@ def run(rounds=20):
             assert client.http.post("/alipay/notify", body=merchant.notification(f"E{n}", "88.80"), headers={
                 "Content-Type": "application/x-www-form-urlencoded"}).status_code == 200
     records = []
-    reader = streamreader.StreamReader(boto3.client("dynamodbstreams"), streamreader.latest_stream_arn(ddb, TABLE))
+    reader = streamreader.StreamReader(boto3.client("dynamodbstreams"), store.latest_stream_arn(ddb, TABLE))
     reader.read_once(lambda batch: records.extend(batch) or [])
     paid_only = [r for r in records if r["eventName"] == "INSERT" and r["dynamodb"]["Keys"]["sk"]["S"] != "ORDER"]
 

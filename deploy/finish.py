@@ -15,7 +15,7 @@ import time
 
 from botocore.exceptions import ClientError
 
-import streamreader
+from chalicelib import store
 from deploy import aws, resources, stageconfig
 
 # The statement ids the Lambda console gives these two permissions: a URL made there counts too.
@@ -41,8 +41,8 @@ def finish(stage, client, project_dir, sleep=time.sleep):
         lines += ensure_mapping(lambda_, resources.function_name(stage, worker.function),
                                 aws.queue_arn(client("sqs"), worker.queue.name), worker.queue.name, worker.mapping, sleep)
     try:
-        stream = streamreader.latest_stream_arn(client("dynamodb"), resources.table_name(stage))
-    except streamreader.NoStream:
+        stream = store.latest_stream_arn(client("dynamodb"), resources.table_name(stage))
+    except store.NoStream:
         raise NotDeployed(f"{resources.table_name(stage)} has no stream: run `manage.py deploy-prepare` first") from None
     dead_letter = aws.queue_arn(client("sqs"), resources.events_dead_letter(stage).name)
     lines += ensure_mapping(lambda_, resources.function_name(stage, resources.PUBLISHER_FUNCTION), stream,

@@ -17,7 +17,6 @@ import time
 
 from botocore.exceptions import ClientError
 
-import streamreader
 from chalicelib import store
 from chalicelib.service import publish
 from deploy import aws, resources, stageconfig
@@ -65,7 +64,7 @@ def ensure_table(dynamodb, table, sleep=time.sleep):
     lines += [line for line in store.ensure_table(dynamodb, table.name) if line != "table is up to date"]
     lines += _encryption(dynamodb, table, _describe(dynamodb, table.name))
     lines += _point_in_time_recovery(dynamodb, table, sleep)
-    environment = ({"ORDERS_STREAM_ARN": streamreader.latest_stream_arn(dynamodb, table.name)}
+    environment = ({"ORDERS_STREAM_ARN": store.latest_stream_arn(dynamodb, table.name)}
                    if table.stream_view_type else {})
     return [prefix + line for line in lines or ["up to date"]], environment
 

@@ -388,7 +388,8 @@ def _public(item):
 
 # The table's layout (manage.py create-table, migrations) and its stream (the events publisher),
 # each in a module of its own; their names are the store's.
-from chalicelib.store.layout import (STREAM_VIEW_TYPE, TableLayoutError, due_index,  # noqa: E402,F401
-                                     ensure_table, migrate_due, stream_specification, table_definition)
+from chalicelib.store.layout import (STREAM_VIEW_TYPE, NoStream, TableLayoutError, due_index,  # noqa: E402,F401
+                                     ensure_table, latest_stream_arn, migrate_due, stream_specification,
+                                     table_definition)
 from chalicelib.store.streams import (StreamChange, UnreadableRecord, products_and_totals_in,  # noqa: E402,F401
                                       stream_change)

@@ -100,6 +100,18 @@ STREAM_VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 _READABLE_VIEWS = (STREAM_VIEW_TYPE, "NEW_IMAGE")  # NEW_IMAGE works too: unchanged rewrites then repeat an id
 
 
+class NoStream(Exception):
+    """The table has no stream: `manage.py create-table` enables it."""
+
+
+def latest_stream_arn(dynamodb, table):
+    """The ARN of the table's stream (the publisher's mapping reads it, and so does `manage.py publish-events`)."""
+    arn = dynamodb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
+    if not arn:
+        raise NoStream(f"{table} has no stream; run `python manage.py create-table`")
+    return arn
+
+
 def stream_specification():
     return {"StreamEnabled": True, "StreamViewType": STREAM_VIEW_TYPE}
 

@@ -8,6 +8,7 @@ import boto3
 import jsonschema
 
 import streamreader
+from chalicelib import store
 from chalicelib.service import publish
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ class StreamFunction:
     handler with each batch, as the event source mapping would; keeps what each call answered."""
 
     def __init__(self, client, table, batch_size=100):
-        arn = streamreader.latest_stream_arn(boto3.client("dynamodb"), table)
+        arn = store.latest_stream_arn(boto3.client("dynamodb"), table)
         self.client, self.arn = client, arn
         self.reader = streamreader.StreamReader(boto3.client("dynamodbstreams"), arn, batch_size=batch_size)
         self.calls = []  # (records as delivered, the handler's answer)

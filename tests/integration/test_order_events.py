@@ -124,9 +124,10 @@ def test_following_survives_a_failed_read_and_reads_the_same_records_again(clien
     import boto3
 
     import streamreader
+    from chalicelib import store
     create_order(client, merchant, total_amount="1.00")
     reader = streamreader.StreamReader(boto3.client("dynamodbstreams"),
-                                  streamreader.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"]))
+                                  store.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"]))
     seen, errors, rounds = [], [], iter(range(3))
 
     def handle(records):
@@ -144,9 +145,10 @@ def test_a_record_failing_after_ten_retries_is_given_up_and_reading_goes_on_afte
     import boto3
 
     import streamreader
+    from chalicelib import store
     create_order(client, merchant, total_amount="1.00")
     create_order(client, merchant, total_amount="2.00")
-    arn = streamreader.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"])
+    arn = store.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"])
     numbers, given_up, reads = [], [], []
     streamreader.StreamReader(boto3.client("dynamodbstreams"), arn).read_once(
         lambda batch: numbers.extend(r["dynamodb"]["SequenceNumber"] for r in batch))
@@ -373,11 +375,12 @@ def test_an_orders_product_and_total_come_from_the_batch_when_its_item_is_in_it(
     import boto3
 
     import streamreader
+    from chalicelib import store
     from chalicelib.service import Backend, Context
     from tests.integration.events_support import lambda_records
     no = create_order(client, merchant, total_amount="20.00")["out_trade_no"]
     assert notify(client, merchant.notification(no, "20.00"))[:2] == (200, "success")
-    arn = streamreader.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"])
+    arn = store.latest_stream_arn(boto3.client("dynamodb"), env["ORDERS_TABLE"])
     records = []
     streamreader.StreamReader(boto3.client("dynamodbstreams"), arn).read_once(lambda batch: records.extend(batch) or [])
     ours = [r for r in lambda_records(records, arn)["Records"] if r["dynamodb"]["Keys"]["pk"]["S"] == f"ORDER#{no}"]
