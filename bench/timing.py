@@ -13,6 +13,8 @@ from collections import Counter
 
 import botocore.client
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def interleaved(ours, floor, batches=20, per_batch=50):
     """Per-call times (µs) of two callables, run in alternating batches."""
@@ -84,9 +86,9 @@ class MotoProcess:
         self.url, self._process = None, None
 
     def start(self):
-        from devstack import ROOT
         script = ("import sys; from localaws import MotoServer; "
                   "print(MotoServer(0).start().port, flush=True); sys.stdin.read()")
+        # This checkout's moto server, whichever checkout the section measures (bench.regression).
         self._process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True)
         port = self._process.stdout.readline().strip()
