@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 
+from deploy import resources
 from localaws import MotoServer, aws_environment, kms_app_key
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -320,7 +321,7 @@ chalice-alipay local stack is up (logs: {stack.logs}/)
   Order events         bus {stack.EVENT_BUS} -> SQS {stack.orders_queue_url} (publisher log: {stack.logs}/publisher.log)
   API reference        {stack.api_url}/openapi.yaml
   API token            {stack.token}
-  App key              {"in KMS (moto), alias/chalice-alipay-local" if stack.signer == "kms" else "in the secret"}
+  App key              {"in KMS (moto), " + resources.key_alias("local") if stack.signer == "kms" else "in the secret"}
 
   curl -s -X POST {stack.api_url}/orders -H 'Authorization: Bearer {stack.token}' \\
        -H 'Content-Type: application/json' -d '{{"product": "page", "subject": "Tea", "total_amount": "88.80"}}'

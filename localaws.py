@@ -4,6 +4,8 @@ cancelled transaction. Its state lives in the process: stop and start keep it.""
 import logging
 import threading
 
+from deploy import resources
+
 
 def _cancelled_transactions_write_no_stream_records():
     """Make moto's cancelled TransactWriteItems leave the stream as DynamoDB does: untouched.
@@ -79,7 +81,7 @@ def aws_environment(moto_url):
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 
 
-def kms_app_key(moto_url, alias="alias/chalice-alipay-local"):
+def kms_app_key(moto_url, alias=resources.key_alias("local")):
     """`SIGNER=kms`: an RSA_2048 signing key in the moto server's KMS, as `manage.py kms-keygen`
     makes in AWS; the secret's app_signer and the public key the sandbox registers."""
     import base64

@@ -62,10 +62,10 @@ def ensure_table(dynamodb, table, sleep=time.sleep):
         lines.append("created")
     # The index, the TTL (on purge_at, never on an order's expires_at) and the stream are store's to judge.
     lines += [line for line in store.ensure_table(dynamodb, table.name) if line != "table is up to date"]
-    lines += _encryption(dynamodb, table, _describe(dynamodb, table.name))
+    description = _describe(dynamodb, table.name)
+    lines += _encryption(dynamodb, table, description)
     lines += _point_in_time_recovery(dynamodb, table, sleep)
-    environment = ({"ORDERS_STREAM_ARN": store.latest_stream_arn(dynamodb, table.name)}
-                   if table.stream_view_type else {})
+    environment = {"ORDERS_STREAM_ARN": description["LatestStreamArn"]} if table.stream_view_type else {}
     return [prefix + line for line in lines or ["up to date"]], environment
 
 

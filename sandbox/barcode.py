@@ -87,7 +87,7 @@ class Barcode:
             raise business(answer)
         if answer == "20000":
             raise failure("20000", "isp.unknow-error", "系统繁忙")
-        content, paid = payment_fields(trade)
+        content, paid = payment_fields(trade), bool(trade.get("gmt_payment"))
         content["buyer_user_id"] = trade.get("buyer_id") or ""
         if paid:
             content["gmt_payment"] = trade["gmt_payment"]

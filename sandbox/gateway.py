@@ -205,9 +205,8 @@ class Gateway:
 
     def do_query(self, app, params, biz):
         trade = self.server_trade(params["app_id"], biz)
-        answer, paid = payment_fields(trade)
-        answer["trade_status"] = trade["status"]
-        if paid:
+        answer = dict(payment_fields(trade), trade_status=trade["status"])
+        if trade.get("gmt_payment"):
             answer.update(send_pay_date=trade["gmt_payment"], buyer_user_id=trade.get("buyer_id", ""))
         return answer
 

@@ -26,8 +26,7 @@ def trade_id(owner, out_trade_no):
 
 
 def payment_fields(trade):
-    """What the pay and query answers say of a trade's money, zeros until it is paid (§3.7);
-    and whether it is."""
+    """What the pay and query answers say of a trade's money, zeros until it is paid (§3.7)."""
     paid = bool(trade.get("gmt_payment"))
     amount = trade["total_amount"] if paid else "0.00"
     fields = {"trade_no": trade["trade_no"], "out_trade_no": trade["out_trade_no"],
@@ -35,7 +34,7 @@ def payment_fields(trade):
               "receipt_amount": amount, "buyer_pay_amount": amount, "invoice_amount": amount, "point_amount": "0.00"}
     if paid:
         fields["fund_bill_list"] = [{"fund_channel": "ALIPAYACCOUNT", "amount": amount}]
-    return fields, paid
+    return fields
 
 
 def check_amount(value):

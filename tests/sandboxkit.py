@@ -9,6 +9,7 @@ from werkzeug.test import Client
 
 from chalicelib.alipay import gateway, keys, money, signing
 from sandbox.server import Sandbox
+from sandbox.trades import trade_id
 
 APP_ID = "2021000122600001"
 NOTIFY_URL = "http://127.0.0.1:9/alipay/notify"  # never delivered: no notifier thread runs here
@@ -79,7 +80,7 @@ class Merchant:
         return self.trade(out_trade_no)
 
     def trade(self, out_trade_no):
-        return json.loads(self.client.get("/sandbox/trades").data)[f"{APP_ID}-{out_trade_no}"]
+        return json.loads(self.client.get("/sandbox/trades").data)[trade_id(APP_ID, out_trade_no)]
 
     def notifications(self, out_trade_no):
         notes = json.loads(self.client.get("/sandbox/notifications").data)

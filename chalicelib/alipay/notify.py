@@ -38,7 +38,7 @@ def parse_form(raw, max_bytes=MAX_BODY_BYTES):
         raise MalformedMessage("empty body")
     named = _CHARSET_FIELD.search(raw) or _INPUT_CHARSET_FIELD.search(raw)
     try:
-        codec = codec_for(_unquote(named.group(1)).decode("ascii") if named else "utf-8")
+        codec = codec_for(_percent_decoded(named.group(1).replace(b"+", b" ")).decode("ascii") if named else "utf-8")
     except UnicodeDecodeError:
         raise MalformedMessage("charset is not ASCII") from None
     fields = {}
@@ -50,8 +50,7 @@ def parse_form(raw, max_bytes=MAX_BODY_BYTES):
         if not sep or not key:
             raise MalformedMessage("a field without '=' or without a name")
         try:
-            name = (unquote_to_bytes(key) if b"%" in key else key).decode(codec)
-            text = (unquote_to_bytes(value) if b"%" in value else value).decode(codec)
+            name, text = _percent_decoded(key).decode(codec), _percent_decoded(value).decode(codec)
         except UnicodeDecodeError:
             raise MalformedMessage(f"a field is not valid {codec}") from None
         if name in fields:
@@ -60,8 +59,8 @@ def parse_form(raw, max_bytes=MAX_BODY_BYTES):
     return fields, codec
 
 
-def _unquote(raw):
-    raw = raw.replace(b"+", b" ")
+def _percent_decoded(raw):
+    """Form bytes with their %XX escapes decoded ('+' is the caller's to have turned into a space)."""
     return unquote_to_bytes(raw) if b"%" in raw else raw
 
 

@@ -4,18 +4,12 @@ import contextlib
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import time
 
-from devstack import free_port
+from devstack import free_port, port_in_use
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def port_is_free(port):
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 @contextlib.contextmanager
@@ -52,4 +46,4 @@ def local_stack(command, cwd):
         os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)
     time.sleep(0.5)
-    assert all(port_is_free(port) for port in ports.values()), ports
+    assert not any(port_in_use(port) for port in ports.values()), ports

@@ -11,11 +11,12 @@ from chalicelib import settings
 from chalicelib.orders import PAID
 from chalicelib.service import Backend, Context, reconcile, utc_now
 from devstack import APP_ID
+from sandbox.trades import trade_id
 
 
 def sandbox_trade(api, no):
     trades = json.loads(api.get(api.stack.sandbox_url + "/sandbox/trades").data)
-    return trades[f"{APP_ID}-{no}"]
+    return trades[trade_id(APP_ID, no)]
 
 
 def test_qr_order_is_paid_by_scanning(api):

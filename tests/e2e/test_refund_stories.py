@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from devstack import APP_ID
+from sandbox.trades import trade_id
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REFUND = "alipay.trade.refund"
@@ -22,7 +23,7 @@ def reconcile(stack):
 
 def refunds_at_alipay(api, no):
     trades = json.loads(api.get(api.stack.sandbox_url + "/sandbox/trades").data)
-    return trades[f"{APP_ID}-{no}"].get("refunds", {})
+    return trades[trade_id(APP_ID, no)].get("refunds", {})
 
 
 def test_a_refund_answered_system_error_that_went_through_is_counted_once(api, stack):
