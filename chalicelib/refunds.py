@@ -101,7 +101,7 @@ class Ledger:
         if self.get(out_request_no) is not None:
             raise ValueError(f"refund {out_request_no} exists")
         if amount > self.remaining:
-            raise RefundRefused(f"{amount} is more than the {self.remaining} that remains refundable")
+            raise RefundRefused(f"{amount:.2f} is more than the {self.remaining:.2f} that remains refundable")
         return self._with(Refund(out_request_no, amount, REFUND_PENDING))
 
     def succeed(self, out_request_no, amount=None):

@@ -44,9 +44,12 @@ def test_a_definite_refusal_releases_the_reservation_and_is_final():
 
 def test_more_than_remains_is_refused_and_reserves_nothing():
     ledger = Ledger(TOTAL).reserve("R1", D("60"))
-    with pytest.raises(RefundRefused):
+    with pytest.raises(RefundRefused, match=r"^40\.01 is more than the 40\.00 that remains refundable$"):
         ledger.reserve("R2", D("40.01"))
-    assert ledger.reserve("R2", D("40")).remaining == D("0")
+    full = ledger.reserve("R2", D("40"))
+    assert full.remaining == D("0")
+    with pytest.raises(RefundRefused, match=r"^1\.00 is more than the 0\.00 that"):  # amounts as money, always
+        full.reserve("R3", D("1"))
 
 
 @pytest.mark.parametrize("code,sub_code,fund_change,outcome", [
