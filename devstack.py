@@ -233,7 +233,7 @@ class Stack:
         if self.signer == "kms":
             self.app_key = None  # nothing here can sign as the app: only KMS can
             secret.pop("app_private_key")
-            secret["app_signer"], app_public_key = kms_app_key(self.moto.url)
+            secret["app_signer"], app_public_key = kms_app_key(self.moto.url, resources.key_alias("local"))
         sm = boto3.client("secretsmanager", endpoint_url=self.moto.url)
         try:
             sm.create_secret(Name=secret_id, SecretString=json.dumps(secret))

@@ -1,10 +1,9 @@
 """The local AWS: a moto server, in this process, made to behave as AWS does where the app, the
 tests and `make run` depend on it (traps.md): one request at a time, no stream records of a
-cancelled transaction. Its state lives in the process: stop and start keep it."""
+cancelled transaction. Its state lives in the process: stop and start keep it. Imports nothing
+of the project: the benchmark's regression section runs an older checkout's code beside it."""
 import logging
 import threading
-
-from deploy import resources
 
 
 def _cancelled_transactions_write_no_stream_records():
@@ -81,7 +80,7 @@ def aws_environment(moto_url):
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 
 
-def kms_app_key(moto_url, alias=resources.key_alias("local")):
+def kms_app_key(moto_url, alias):
     """`SIGNER=kms`: an RSA_2048 signing key in the moto server's KMS, as `manage.py kms-keygen`
     makes in AWS; the secret's app_signer and the public key the sandbox registers."""
     import base64
